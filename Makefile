@@ -1,0 +1,95 @@
+# kvmlab.host_resources: developer, lab and CI entry points.
+# `make demo` is the main job, `make test` runs every test (see README.md).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+BUILD       := .build
+COLL_LINK   := $(BUILD)/collections/ansible_collections/kvmlab/host_resources
+TEST_TREE   := $(BUILD)/ansible-test/ansible_collections/kvmlab/host_resources
+LAB_DIR     ?= .lab
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap libvirt-daemon \
+	libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config gcc \
+	binutils openssh-client e2fsprogs rsync python3-venv
+
+.PHONY: help deps apt venv collection-link test test-unit test-sanity \
+	test-units test-fast test-molecule test-lint bench lab-up lab-down lab-status demo clean
+
+help:
+	@echo "make demo        build and boot the lab host, apply site.yml, print every layer's status"
+	@echo "make test        unit, sanity, fast libvirt tier and Molecule scenarios (what CI runs)"
+	@echo "make lab-up      boot the lab host (Debian VM with libvirt and three guests)"
+	@echo "make lab-down    stop the lab host and everything it started"
+	@echo "make bench       rerunnable benchmarks (topology facts, pools, libvirt_pin)"
+
+deps: apt venv collection-link
+
+# Debian packages the harness needs; skipped when all are present.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+# The collection under its FQCN for ansible-playbook (ansible.cfg points here).
+collection-link:
+	@mkdir -p $(dir $(COLL_LINK))
+	@ln -sfn $(CURDIR) $(COLL_LINK)
+
+# ansible-test needs a real ansible_collections/<ns>/<name> tree.
+$(TEST_TREE): FORCE
+	@rm -rf $(TEST_TREE) && mkdir -p $(TEST_TREE)
+	@git ls-files -co --exclude-standard | grep -v '^\.build/' | rsync -a --files-from=- ./ $(TEST_TREE)/
+FORCE:
+
+test: deps test-unit test-sanity test-units test-lint test-fast test-molecule
+
+test-unit: deps
+	$(PY) -m pytest -q tests/unit
+
+test-units: deps $(TEST_TREE)
+	cd $(TEST_TREE) && ansible-test units --venv --python 3.11 --color no
+
+test-sanity: deps $(TEST_TREE)
+	cd $(TEST_TREE) && ansible-test sanity --venv --python 3.11 --color no --skip-test validate-modules:missing-gplv3-license
+
+test-lint: deps
+	ansible-lint --offline -q roles playbooks
+
+test-fast: deps
+	$(PY) -m pytest -q tests/integration/fast
+
+test-molecule: deps
+	tools/run-molecule
+
+bench: deps
+	$(PY) tests/bench/run_all.py
+
+lab-up: deps
+	tools/lab/lab-up --dir $(LAB_DIR)
+
+lab-down:
+	tools/lab/lab-down --dir $(LAB_DIR)
+
+lab-status:
+	tools/lab/lab-status --dir $(LAB_DIR)
+
+demo: lab-up
+	ansible-playbook -i $(LAB_DIR)/inventory.yml playbooks/site.yml
+	ansible-playbook -i $(LAB_DIR)/inventory.yml playbooks/status.yml
+
+clean: lab-down
+	rm -rf $(BUILD)
