@@ -1,0 +1,716 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmlab.host_resources contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: systemd_slice_weight
+short_description: Weighted systemd slices and live CPU properties of units, in one call
+version_added: 0.1.0
+description:
+  - Makes a set of systemd units carry the wanted C(CPUAccounting=yes),
+    C(CPUWeight), C(CPUQuota) and C(AllowedCPUs), both in their persistent
+    definition and live, and reads the result back from systemd
+    (C(systemctl show)) and from the unit's cgroup v2 files (C(cpu.weight),
+    C(cpu.max), C(cpuset.cpus)).
+  - B(Persistent) units are slices such as C(machine-gold.slice). When no unit
+    file for the slice exists, the module writes one to
+    O(unit_dir)/C(<name>), marked as its own by a comment line. When the slice
+    is already defined by someone else (a vendor unit such as
+    C(machine.slice), a generator, or a file in O(unit_dir) without the
+    module's marker), the module leaves that file alone and writes a drop-in
+    O(unit_dir)/C(<name>.d/)O(dropin_name) instead (see O(foreign_units)).
+    Files are written through a temporary file and an atomic rename, and only
+    when their content differs. One C(systemctl daemon-reload) then applies all
+    of them to the live units, and inactive slices are started (see
+    O(start)) so that their cgroup exists.
+  - B(Live-only) units (transient units such as libvirt's
+    C(machine-qemu\x2d1\x2dvm.scope)) only get
+    C(systemctl set-property --runtime), which keeps its drop-ins under
+    C(/run) where they vanish with the unit. C(set-property) without
+    C(--runtime) is never used, so nothing is left behind under
+    C(/etc/systemd/system.control/).
+  - O(state=absent) removes what the module made. For a persistent slice it
+    stops the slice when its cgroup has no processes, removes its unit file
+    or drop-in, and reloads systemd. For a live-only unit it resets the
+    properties to systemd's defaults (C(Name=) with an empty value); a
+    live-only unit that no longer exists is fine.
+  - All units are read with one C(systemctl show) and all files are applied
+    with one C(daemon-reload); every argument is checked (weight range, quota
+    and cpulist syntax, CPUs online, unit names, units that must exist) before
+    anything is changed.
+author:
+  - kvmlab.host_resources contributors
+attributes:
+  check_mode:
+    support: full
+    description: Predicts the changes and the diff; runs only C(systemctl show) and reads files.
+  diff_mode:
+    support: full
+    description: >-
+      A before/after of the live properties of every unit that changes, and of
+      every unit file or drop-in written or removed.
+  platform:
+    platforms: posix
+    description: Linux hosts with systemd as PID 1; cgroup values are read from cgroup v2.
+options:
+  units:
+    description:
+      - The units to manage, all handled in one call.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description:
+          - Full unit name, for example V(machine-gold.slice) or
+            V(machine-qemu\x2d1\x2dvm.scope).
+          - Persistent units must be slices. Live-only units may be slices,
+            scopes or services.
+        type: str
+        required: true
+      cpu_weight:
+        description:
+          - C(CPUWeight=), from V(1) to V(10000) (cgroup v2 C(cpu.weight); 100 is the kernel's default).
+          - Omitted, a persistent unit file leaves it at systemd's default and a live-only unit keeps its value.
+        type: int
+      cpu_quota:
+        description:
+          - C(CPUQuota=) as a percentage of one CPU, for example V(150%) or V(33.33%)
+            (a bare number is taken as a percentage).
+          - The empty string means no quota. Omitted, a persistent unit file has
+            no quota and a live-only unit keeps its value.
+        type: str
+      allowed_cpus:
+        description:
+          - C(AllowedCPUs=) as a cpulist, for example V(2-11) or V(0-1,4). Every CPU must be online.
+          - The empty string means no restriction. Omitted, a persistent unit
+            file has none and a live-only unit keeps its value.
+        type: str
+      persistent:
+        description:
+          - V(true) makes the settings persistent (unit file or drop-in) and live.
+          - V(false) sets them live only, with C(systemctl set-property --runtime);
+            the unit must exist when O(state=present).
+          - Unset, C(.scope) units and units systemd reports as C(Transient=yes) are
+            live-only, and every other slice is persistent.
+        type: bool
+      description:
+        description:
+          - C(Description=) of a unit file the module writes. Not used for drop-ins and live-only units.
+        type: str
+      state:
+        description:
+          - Overrides the top-level O(state) for this unit.
+        type: str
+        choices: [present, absent]
+  state:
+    description:
+      - V(present) defines and applies the settings; V(absent) removes what the module made
+        (see the description above).
+    type: str
+    choices: [present, absent]
+    default: present
+  unit_dir:
+    description:
+      - Directory for the unit files and drop-ins the module writes.
+    type: path
+    default: /etc/systemd/system
+  dropin_name:
+    description:
+      - File name of the drop-in written for slices defined by someone else.
+      - Drop-ins are applied in file-name order across all directories, so a later name wins over an earlier one.
+    type: str
+    default: 50-kvmlab.conf
+  foreign_units:
+    description:
+      - What to do with a persistent slice that exists and was not written by this module.
+      - V(dropin) writes the settings to O(unit_dir)/C(<name>.d/)O(dropin_name) and never touches the unit's own file.
+      - V(fail) refuses to manage such units.
+    type: str
+    choices: [dropin, fail]
+    default: dropin
+  header:
+    description:
+      - Comment written at the top of every file, one C(#) line per line of text,
+        in the manner of C({{ ansible_managed }}); pass V({{ ansible_managed }}) to use Ansible's.
+      - The module recognizes its files by a separate marker line, not by this header.
+    type: str
+    default: 'Ansible managed (kvmlab.host_resources.systemd_slice_weight): local edits are overwritten'
+  start:
+    description:
+      - Start persistent slices that are not active, so their cgroup exists and the
+        live values can be read back from it. Slices stay active while empty.
+    type: bool
+    default: true
+  cgroup_root:
+    description:
+      - Mount point of the cgroup v2 hierarchy. Unset, V(/sys/fs/cgroup) when it is
+        cgroup v2, else V(/sys/fs/cgroup/unified) (hybrid hosts, where the
+        CPU files are usually missing and reported as V(null)).
+    type: path
+notes:
+  - A persistent slice whose live values still differ from its definition after
+    C(daemon-reload) makes the module fail and name the unit's drop-ins; usually a
+    C(systemctl set-property) without C(--runtime) left a higher-priority drop-in
+    under C(/etc/systemd/system.control/) or C(/run/systemd/system.control/).
+  - C(changed) is true only when a file was written or removed, or a
+    C(systemctl) command other than C(show) was (or in check mode would be) run.
+  - In containers (C(systemd-nspawn)) the values systemd reports are real but
+    the controllers are not delegated; cgroup values are then V(null).
+seealso:
+  - name: systemd.resource-control(5)
+    description: CPUWeight, CPUQuota, AllowedCPUs and CPUAccounting.
+    link: https://www.freedesktop.org/software/systemd/man/systemd.resource-control.html
+  - name: systemd.slice(5)
+    description: Slice units.
+    link: https://www.freedesktop.org/software/systemd/man/systemd.slice.html
+'''
+
+EXAMPLES = r'''
+- name: Gold, Silver and Bronze performance domains under machine.slice
+  kvmlab.host_resources.systemd_slice_weight:
+    header: "{{ ansible_managed }}"
+    units:
+      - name: machine-gold.slice
+        cpu_weight: 512
+      - name: machine-silver.slice
+        cpu_weight: 333
+      - name: machine-bronze.slice
+        cpu_weight: 167
+  register: tiers
+
+- name: Widen the live scope of a running guest (live only, nothing persistent)
+  kvmlab.host_resources.systemd_slice_weight:
+    units:
+      - name: "{{ guest_scope }}"        # e.g. machine-qemu\x2d3\x2dkvm\x2dworker\x2d01.scope
+        allowed_cpus: 0-11
+        cpu_weight: 512
+
+- name: A quota and a cpuset on vendor machine.slice (written as a drop-in)
+  kvmlab.host_resources.systemd_slice_weight:
+    units:
+      - name: machine.slice
+        cpu_weight: 1000
+        cpu_quota: 800%
+        allowed_cpus: 2-11
+
+- name: Roll the tiers back
+  kvmlab.host_resources.systemd_slice_weight:
+    state: absent
+    units:
+      - name: machine-gold.slice
+      - name: machine-silver.slice
+      - name: machine-bronze.slice
+
+- name: Show the cgroup weight systemd applied
+  ansible.builtin.debug:
+    msg: "{{ item.name }}: {{ item.cgroup.cpu_weight }}"
+  loop: "{{ tiers.units }}"
+  loop_control:
+    label: "{{ item.name }}"
+'''
+
+RETURN = r'''
+units:
+  description: One entry per unit, in the order given.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The unit name.
+      returned: always
+      type: str
+      sample: machine-gold.slice
+    state:
+      description: The state applied to this unit.
+      returned: always
+      type: str
+      sample: present
+    mode:
+      description: V(persistent) (unit file or drop-in, then daemon-reload) or V(runtime) (C(set-property --runtime) only).
+      returned: always
+      type: str
+      sample: persistent
+    definition:
+      description: >-
+        What defines the unit's settings: V(unit_file) (written by this module),
+        V(dropin) (a drop-in for a unit defined elsewhere), or V(null) for live-only
+        units and for absent units with nothing to remove.
+      returned: always
+      type: str
+      sample: unit_file
+    path:
+      description: The unit file or drop-in written or removed (or that would be); V(null) when none.
+      returned: always
+      type: str
+      sample: /etc/systemd/system/machine-gold.slice
+    changed:
+      description: Whether this unit changed (or would change in check mode).
+      returned: always
+      type: bool
+      sample: true
+    changes:
+      description: >-
+        Live properties that changed, each with C(before) and C(after) in systemd's
+        assignment spelling (V('') is systemd's default). In check mode the
+        prediction; otherwise what C(systemctl show) reported before and after.
+      returned: always
+      type: dict
+      sample: {CPUWeight: {before: '', after: '512'}}
+    actions:
+      description: What was done (or would be done) for this unit, in order.
+      returned: always
+      type: list
+      elements: str
+      sample: [write /etc/systemd/system/machine-gold.slice, daemon-reload, start]
+    in_sync:
+      description: >-
+        Whether systemd's live values equal what the unit should have (after the run;
+        in check mode, whether they already do).
+      returned: always
+      type: bool
+      sample: true
+    warnings:
+      description: Conditions worth a look, such as a slice left running because it still has processes.
+      returned: always
+      type: list
+      elements: str
+      sample: []
+    properties:
+      description: >-
+        The managed properties as systemd reports them after the run (in check mode, now),
+        in assignment spelling.
+      returned: always
+      type: dict
+      contains:
+        CPUAccounting:
+          description: V(yes) or V(no).
+          type: str
+          returned: always
+          sample: 'yes'
+        CPUWeight:
+          description: The weight, V('') when not set.
+          type: str
+          returned: always
+          sample: '512'
+        CPUQuota:
+          description: The quota as a percentage, V('') when there is none.
+          type: str
+          returned: always
+          sample: '150%'
+        AllowedCPUs:
+          description: Canonical cpulist, V('') when unrestricted.
+          type: str
+          returned: always
+          sample: 2-11
+    systemd:
+      description: The raw C(systemctl show) values for the unit after the run (in check mode, now).
+      returned: always
+      type: dict
+      sample:
+        Id: machine-gold.slice
+        LoadState: loaded
+        ActiveState: active
+        Transient: 'no'
+        FragmentPath: /etc/systemd/system/machine-gold.slice
+        DropInPaths: ''
+        ControlGroup: /machine.slice/machine-gold.slice
+        CPUAccounting: 'yes'
+        CPUWeight: '512'
+        CPUQuotaPerSecUSec: infinity
+        AllowedCPUs: ''
+    cgroup:
+      description: >-
+        What the kernel reports in the unit's cgroup v2 directory (from
+        C(ControlGroup)); each value is V(null) when its file cannot be read.
+      returned: always
+      type: dict
+      contains:
+        path:
+          description: The cgroup directory, V(null) when the unit has no cgroup (inactive).
+          type: str
+          returned: always
+          sample: /sys/fs/cgroup/machine.slice/machine-gold.slice
+        cpu_weight:
+          description: Content of C(cpu.weight).
+          type: int
+          returned: always
+          sample: 512
+        cpu_max:
+          description: Content of C(cpu.max).
+          type: str
+          returned: always
+          sample: max 100000
+        cpu_quota:
+          description: C(cpu.max) as a percentage, V('') for C(max).
+          type: str
+          returned: always
+          sample: ''
+        cpuset_cpus:
+          description: Content of C(cpuset.cpus), canonical cpulist.
+          type: str
+          returned: always
+          sample: ''
+        cpuset_cpus_effective:
+          description: Content of C(cpuset.cpus.effective), canonical cpulist.
+          type: str
+          returned: always
+          sample: 0-1
+        populated:
+          description: Whether the cgroup or a descendant has processes (C(cgroup.events)).
+          type: bool
+          returned: always
+          sample: false
+commands:
+  description: >-
+    The state-changing C(systemctl) commands run, in order (in check mode, those
+    that would run). The C(systemctl show) reads are not listed.
+  returned: always
+  type: list
+  elements: list
+  sample: [[systemctl, daemon-reload], [systemctl, start, --, machine-gold.slice]]
+cgroup_root:
+  description: The cgroup v2 mount the values were read from.
+  returned: always
+  type: str
+  sample: /sys/fs/cgroup
+'''
+
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import (
+    CpuListError,
+    parse_cpulist,
+)
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._systemd import (
+    DEFAULT_DROPIN,
+    DEFAULT_HEADER,
+    RESETTABLE_PROPERTIES,
+    SystemdConfigError,
+    assignments,
+    cgroup_mismatches,
+    cgroup_populated,
+    detect_cgroup_root,
+    live_properties,
+    mismatches,
+    parse_show,
+    plan_unit,
+    property_changes,
+    read_cgroup_values,
+    show_command,
+    validate_name,
+    wanted_properties,
+)
+
+ONLINE_CPUS_PATH = '/sys/devices/system/cpu/online'
+_PROP_OPTIONS = (('cpu_weight', 'CPUWeight'), ('cpu_quota', 'CPUQuota'), ('allowed_cpus', 'AllowedCPUs'))
+
+
+class SliceWeight(object):
+    """Runs the plan built by module_utils._systemd for every unit."""
+
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.systemctl = module.get_bin_path('systemctl', required=True)
+        self.commands = []
+        self.unit_dir = self.params['unit_dir']
+        self.cgroup_root = self.params['cgroup_root'] or detect_cgroup_root()
+
+    # -- reading ---------------------------------------------------------
+
+    def run(self, args, check_rc=True):
+        rc, out, err = self.module.run_command(args, environ_update={'LC_ALL': 'C', 'SYSTEMD_PAGER': ''})
+        if rc != 0 and check_rc:
+            self.fail('%s failed (rc=%d): %s' % (' '.join(args[1:]), rc, (err or out).strip()),
+                      cmd=args, rc=rc, stdout=out, stderr=err)
+        return out
+
+    def fail(self, msg, **extra):
+        extra.setdefault('commands', self.commands)
+        self.module.fail_json(msg=msg, **extra)
+
+    def show(self, names):
+        if not names:
+            return {}
+        out = self.run(show_command(self.systemctl, names))
+        try:
+            return parse_show(out, names)
+        except SystemdConfigError as exc:
+            self.fail(to_native(exc), stdout=out)
+
+    def online_cpus(self):
+        try:
+            with open(ONLINE_CPUS_PATH) as handle:
+                return parse_cpulist(handle.read(), ONLINE_CPUS_PATH)
+        except (IOError, OSError, CpuListError) as exc:
+            self.fail('cannot read the online CPUs from %s: %s' % (ONLINE_CPUS_PATH, to_native(exc)))
+
+    def read_text(self, path):
+        try:
+            with open(path) as handle:
+                return handle.read()
+        except (IOError, OSError) as exc:
+            if os.path.exists(path):
+                self.fail('cannot read %s: %s' % (path, to_native(exc)))
+            return None
+
+    # -- validation ------------------------------------------------------
+
+    def items(self):
+        """Validate every unit before reading anything from systemd."""
+        default_state = self.params['state']
+        dropin_name = self.params['dropin_name']
+        if not dropin_name.endswith('.conf') or '/' in dropin_name:
+            self.fail('dropin_name "%s" must be a file name ending in .conf' % dropin_name)
+        online = None
+        if any(unit.get('allowed_cpus') not in (None, '') for unit in self.params['units']):
+            online = self.online_cpus()
+        items = []
+        seen = set()
+        errors = []
+        for unit in self.params['units']:
+            name = unit['name']
+            state = unit['state'] or default_state
+            try:
+                validate_name(name, unit['persistent'])
+                if name in seen:
+                    raise SystemdConfigError('%s is listed more than once' % name)
+                seen.add(name)
+                if state == 'present':
+                    wanted = wanted_properties(unit['cpu_weight'], unit['cpu_quota'],
+                                               unit['allowed_cpus'], online, name)
+                    reset = None
+                else:
+                    wanted = {}
+                    reset = [prop for option, prop in _PROP_OPTIONS if unit[option] is not None]
+                    reset = reset or list(RESETTABLE_PROPERTIES)
+            except SystemdConfigError as exc:
+                errors.append(to_native(exc))
+                continue
+            items.append({'name': name, 'state': state, 'persistent': unit['persistent'],
+                          'wanted': wanted, 'reset': reset, 'description': unit['description']})
+        if errors:
+            self.fail('invalid units: ' + '; '.join(errors), errors=errors)
+        return items
+
+    # -- planning --------------------------------------------------------
+
+    def plan(self, items, shows):
+        plans = []
+        errors = []
+        for item in items:
+            name = item['name']
+            show = shows[name]
+            unit_path = os.path.join(self.unit_dir, name)
+            dropin_path = os.path.join(self.unit_dir, name + '.d', self.params['dropin_name'])
+            populated = None
+            if item['state'] == 'absent':
+                populated = cgroup_populated(show.get('ControlGroup'), self.cgroup_root)
+                if populated is None and show.get('TasksCurrent', '').isdigit():
+                    populated = int(show['TasksCurrent']) > 0
+            try:
+                plans.append(plan_unit(item, show, unit_path, self.read_text(unit_path),
+                                       dropin_path, self.read_text(dropin_path),
+                                       header=self.params['header'],
+                                       foreign=self.params['foreign_units'],
+                                       start=self.params['start'], populated=populated))
+            except SystemdConfigError as exc:
+                errors.append(to_native(exc))
+        if errors:
+            self.fail('cannot manage units: ' + '; '.join(errors), errors=errors)
+        return plans
+
+    def command_list(self, plans):
+        """The state-changing systemctl calls, fewest possible, in execution order."""
+        commands = []
+        stop = [p.name for p in plans if p.stop]
+        if stop:
+            commands.append([self.systemctl, 'stop', '--'] + stop)
+        if any(p.reload for p in plans):
+            commands.append([self.systemctl, 'daemon-reload'])
+        start = [p.name for p in plans if p.start]
+        if start:
+            commands.append([self.systemctl, 'start', '--'] + start)
+        for p in plans:
+            if p.runtime_set:
+                commands.append([self.systemctl, 'set-property', '--runtime', '--', p.name]
+                                + assignments(p.runtime_set))
+        return commands
+
+    # -- doing -----------------------------------------------------------
+
+    def write_file(self, path, content):
+        directory = os.path.dirname(path)
+        try:
+            if not os.path.isdir(directory):
+                os.makedirs(directory, 0o755)
+            fd, tmp = tempfile.mkstemp(prefix='.kvmlab-', dir=directory)
+            with os.fdopen(fd, 'w') as handle:
+                handle.write(content)
+            os.chmod(tmp, 0o644)
+        except (IOError, OSError) as exc:
+            self.fail('cannot write %s: %s' % (path, to_native(exc)))
+        self.module.atomic_move(tmp, path)
+        try:
+            os.chmod(path, 0o644)
+        except OSError as exc:
+            self.fail('cannot set mode 0644 on %s: %s' % (path, to_native(exc)))
+
+    def remove_file(self, path):
+        try:
+            os.remove(path)
+        except OSError as exc:
+            self.fail('cannot remove %s: %s' % (path, to_native(exc)))
+        directory = os.path.dirname(path)
+        if directory.endswith('.d') and os.path.normpath(directory) != os.path.normpath(self.unit_dir):
+            try:
+                os.rmdir(directory)  # only when empty
+            except OSError:
+                pass
+
+    def execute(self, plans, commands):
+        # stop comes first: it is listed first, before the files go away
+        rest = list(commands)
+        if rest and rest[0][1] == 'stop':
+            self.commands.append(rest[0])
+            self.run(rest.pop(0))
+        for plan in plans:
+            if plan.file_action == 'write':
+                self.write_file(plan.path, plan.content)
+            elif plan.file_action == 'remove':
+                self.remove_file(plan.path)
+        for args in rest:
+            self.commands.append(args)
+            self.run(args)
+
+    # -- reporting -------------------------------------------------------
+
+    def unit_result(self, plan, before_show, after_show, check_mode):
+        before = live_properties(before_show)
+        after = live_properties(after_show)
+        if check_mode:
+            changes = plan.changes
+            current = before
+        else:
+            changes = property_changes(after, before)
+            current = after
+        cgroup = read_cgroup_values(after_show.get('ControlGroup'), self.cgroup_root)
+        warnings = []
+        if plan.stop_skipped:
+            warnings.append('%s left active: %s; its properties are back to the defaults'
+                            % (plan.name, plan.stop_skipped))
+        if not check_mode and plan.state == 'present':
+            for key, (want, seen) in sorted(cgroup_mismatches(plan.expected, cgroup).items()):
+                warnings.append('%s: systemd has %s=%s but the cgroup shows %s'
+                                % (plan.name, key, want, seen))
+        return {
+            'name': plan.name,
+            'state': plan.state,
+            'mode': plan.mode,
+            'definition': plan.definition,
+            'path': plan.path,
+            'changed': plan.changed,
+            'changes': changes,
+            'actions': plan.actions(),
+            'in_sync': not mismatches(plan.expected, current),
+            'warnings': warnings,
+            'properties': current,
+            'systemd': after_show,
+            'cgroup': cgroup,
+        }
+
+    def diff(self, plans, results):
+        before = {}
+        after = {}
+        for plan, result in zip(plans, results):
+            if result['changes']:
+                before[plan.name] = dict((k, v['before']) for k, v in result['changes'].items())
+                after[plan.name] = dict((k, v['after']) for k, v in result['changes'].items())
+        diffs = []
+        if before or after:
+            diffs.append({'before_header': 'live properties', 'after_header': 'live properties',
+                          'before': before, 'after': after})
+        for plan in plans:
+            if plan.file_action:
+                diffs.append({'before_header': plan.path, 'after_header': plan.path,
+                              'before': plan.before_text or '', 'after': plan.content or ''})
+        return diffs
+
+    def main(self):
+        items = self.items()
+        names = [item['name'] for item in items]
+        shows = self.show(names)
+        plans = self.plan(items, shows)
+        commands = self.command_list(plans)
+        changed = any(plan.changed for plan in plans)
+        check_mode = self.module.check_mode
+        after_shows = shows
+        if changed and not check_mode:
+            self.execute(plans, commands)
+            after_shows = self.show(names)
+        results = [self.unit_result(plan, shows[plan.name], after_shows[plan.name], check_mode)
+                   for plan in plans]
+        if check_mode:
+            self.commands = commands
+        result = {'changed': changed, 'units': results, 'commands': self.commands,
+                  'cgroup_root': self.cgroup_root}
+        if self.module._diff:
+            result['diff'] = self.diff(plans, results)
+        for unit in results:
+            for warning in unit['warnings']:
+                self.module.warn(warning)
+        if not check_mode:
+            stale = [(plan, unit) for plan, unit in zip(plans, results) if not unit['in_sync']]
+            if stale:
+                details = []
+                for plan, unit in stale:
+                    bad = mismatches(plan.expected, unit['properties'])
+                    details.append('%s: %s (drop-ins: %s)' % (
+                        plan.name,
+                        ', '.join('%s is "%s", expected "%s"' % (key, seen, want)
+                                  for key, (want, seen) in sorted(bad.items())),
+                        unit['systemd'].get('DropInPaths') or 'none'))
+                result['msg'] = ('live values differ from the definition after applying it: '
+                                 + '; '.join(details))
+                self.module.fail_json(**result)
+        self.module.exit_json(**result)
+
+
+def main():
+    unit_options = dict(
+        name=dict(type='str', required=True),
+        cpu_weight=dict(type='int'),
+        cpu_quota=dict(type='str'),
+        allowed_cpus=dict(type='str'),
+        persistent=dict(type='bool'),
+        description=dict(type='str'),
+        state=dict(type='str', choices=['present', 'absent']),
+    )
+    module = AnsibleModule(
+        argument_spec=dict(
+            units=dict(type='list', elements='dict', required=True, options=unit_options),
+            state=dict(type='str', default='present', choices=['present', 'absent']),
+            unit_dir=dict(type='path', default='/etc/systemd/system'),
+            dropin_name=dict(type='str', default=DEFAULT_DROPIN),
+            foreign_units=dict(type='str', default='dropin', choices=['dropin', 'fail']),
+            header=dict(type='str', default=DEFAULT_HEADER),
+            start=dict(type='bool', default=True),
+            cgroup_root=dict(type='path'),
+        ),
+        supports_check_mode=True,
+    )
+    SliceWeight(module).main()
+
+
+if __name__ == '__main__':
+    main()
