@@ -173,8 +173,8 @@ def validate_pools(topology, pools):
         except CpuListError as exc:
             raise PoolError(str(exc))
         if not parsed[name]:
-            raise PoolError('pools.%s is empty: %s' % (name, 'PID 1 and host services would have no CPU'
-                                                      if name != 'guest_domain' else 'guests would have no CPU'))
+            victim = 'guests' if name == 'guest_domain' else 'PID 1 and host services'
+            raise PoolError('pools.%s is empty: %s would have no CPU' % (name, victim))
         stray = parsed[name] - online
         if stray:
             raise PoolError('pools.%s names CPU(s) %s that are not online (online: %s)'

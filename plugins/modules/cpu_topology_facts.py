@@ -19,7 +19,7 @@ description:
     no SMT and offline CPUs are all handled alike.
   - A missing or corrupt sysfs or procfs file fails the module with a message that names the file.
 author:
-  - kvmlab.host_resources contributors
+  - kvmlab maintainers (@kvmlab)
 extends_documentation_fragment:
   - kvmlab.host_resources.attributes
   - kvmlab.host_resources.attributes.FACTS
