@@ -129,6 +129,16 @@ def _status_field(path, field):
     raise TopologyError('corrupt %s: no %s line' % (path, field))
 
 
+def read_cpus_allowed(pid, proc_root='/proc'):
+    """A process's CPU affinity (``Cpus_allowed_list``) as a frozenset."""
+    path = os.path.join(proc_root, str(pid), 'status')
+    text = _status_field(path, 'Cpus_allowed_list')
+    try:
+        return parse_cpulist(text, path)
+    except CpuListError as exc:
+        raise TopologyError('corrupt %s: %s' % (path, exc))
+
+
 def read_topology(sysfs_root='/sys', proc_root='/proc'):
     """Read the whole topology; raises TopologyError naming the bad file."""
     cpu_dir = os.path.join(sysfs_root, 'devices', 'system', 'cpu')
@@ -211,12 +221,7 @@ def read_topology(sysfs_root='/sys', proc_root='/proc'):
     found = re.search(r'^MemTotal:\s+(\d+)\s*kB', _read(meminfo_path), re.M)
     if not found:
         raise TopologyError('corrupt %s: no MemTotal line' % meminfo_path)
-    pid1_path = os.path.join(proc_root, '1', 'status')
-    pid1_text = _status_field(pid1_path, 'Cpus_allowed_list')
-    try:
-        pid1 = parse_cpulist(pid1_text, pid1_path)
-    except CpuListError as exc:
-        raise TopologyError('corrupt %s: %s' % (pid1_path, exc))
+    pid1 = read_cpus_allowed(1, proc_root)
 
     return {
         'cpus': {
