@@ -1,0 +1,35 @@
+import pytest
+
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._status import StatusError, verdict
+
+
+def items(*states):
+    return [{'name': 'item%d' % index, 'state': state} for index, state in enumerate(states)]
+
+
+def test_all_applied():
+    result = verdict(items('applied', 'applied', 'info'))
+    assert result['verdict'] == 'applied' and result['counted'] == 2
+
+
+def test_all_stock():
+    assert verdict(items('stock', 'stock', 'info'))['verdict'] == 'stock'
+    assert verdict([])['verdict'] == 'stock'
+
+
+def test_mixed_names_what_is_off():
+    result = verdict(items('applied', 'stock', 'drifted'))
+    assert result['verdict'] == 'drifted'
+    assert result['drifted'] == ['item2'] and result['stock'] == ['item1']
+    assert 'item2, item1 not as intended (1 of 3 items applied)' in result['summary']
+
+
+def test_labels():
+    assert verdict(items('applied'), 'shared execution pool', 'stock', 'mixed')['verdict'] == 'shared execution pool'
+    assert verdict(items('applied', 'stock'), 'shared execution pool', 'stock', 'mixed')['verdict'] == 'mixed'
+
+
+@pytest.mark.parametrize('bad', ['x', [{'name': 'a'}], [{'name': 'a', 'state': 'weird'}], ['a']])
+def test_bad_items(bad):
+    with pytest.raises(StatusError, match='items'):
+        verdict(bad)
