@@ -43,19 +43,21 @@ description:
     and cpulist syntax, CPUs online, unit names, units that must exist) before
     anything is changed.
 author:
-  - kvmlab.host_resources contributors
+  - kvmlab.host_resources contributors (@kvmlab)
+extends_documentation_fragment:
+  - kvmlab.host_resources.attributes
 attributes:
   check_mode:
     support: full
-    description: Predicts the changes and the diff; runs only C(systemctl show) and reads files.
+    details: Predicts the changes and the diff; runs only C(systemctl show) and reads files.
   diff_mode:
     support: full
-    description: >-
+    details: >-
       A before/after of the live properties of every unit that changes, and of
       every unit file or drop-in written or removed.
   platform:
     platforms: posix
-    description: Linux hosts with systemd as PID 1; cgroup values are read from cgroup v2.
+    details: Linux hosts with systemd as PID 1; cgroup values are read from cgroup v2.
 options:
   units:
     description:
@@ -67,7 +69,7 @@ options:
       name:
         description:
           - Full unit name, for example V(machine-gold.slice) or
-            V(machine-qemu\x2d1\x2dvm.scope).
+            V(machine-qemu\\x2d1\\x2dvm.scope).
           - Persistent units must be slices. Live-only units may be slices,
             scopes or services.
         type: str

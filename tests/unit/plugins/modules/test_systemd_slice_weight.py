@@ -226,10 +226,12 @@ def env(tmp_path, monkeypatch):
         kwargs['failed'] = True
         raise FailJson(kwargs)
 
+    def run_command(module, args, **kwargs):
+        return fake.run_command(module, args, **kwargs)
+
     monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
     monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'run_command',
-                        lambda module, args, **kw: fake.run_command(module, args, **kw))
+    monkeypatch.setattr(basic.AnsibleModule, 'run_command', run_command)
     monkeypatch.setattr(basic.AnsibleModule, 'get_bin_path', lambda module, name, **kw: SYSTEMCTL)
     monkeypatch.setattr(mod, 'ONLINE_CPUS_PATH', str(online))
     fake.base_args = {'unit_dir': str(unit_dir), 'cgroup_root': str(cgroup_root)}
