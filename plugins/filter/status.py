@@ -9,6 +9,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._status import (
     StatusError,
+    status_line as _status_line,
     verdict,
 )
 
@@ -21,8 +22,16 @@ def status_verdict(items, applied_label='applied', stock_label='stock', drifted_
         raise AnsibleFilterError('status_verdict: %s' % exc)
 
 
+def status_line(item, width=28):
+    """A readable line for one status item."""
+    try:
+        return _status_line(item, width)
+    except StatusError as exc:
+        raise AnsibleFilterError('status_line: %s' % exc)
+
+
 class FilterModule(object):
     """kvmlab.host_resources status filters."""
 
     def filters(self):
-        return {'status_verdict': status_verdict}
+        return {'status_verdict': status_verdict, 'status_line': status_line}

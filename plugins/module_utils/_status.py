@@ -50,3 +50,11 @@ def verdict(items, applied_label='applied', stock_label='stock', drifted_label='
         'counted': counted,
         'summary': summary,
     }
+
+
+def status_line(item, width=28):
+    """One readable line for an item: state, name, intended and live."""
+    if not isinstance(item, dict) or 'name' not in item:
+        raise StatusError('an item must be a dict with name, state, intended and live, got %r' % (item,))
+    return '  %-8s %-*s intended %s; live %s' % (
+        item.get('state', '?'), width, item['name'], item.get('intended', '-'), item.get('live', '-'))

@@ -33,3 +33,11 @@ def test_labels():
 def test_bad_items(bad):
     with pytest.raises(StatusError, match='items'):
         verdict(bad)
+
+
+def test_status_line():
+    from ansible_collections.kvmlab.host_resources.plugins.module_utils._status import status_line
+    line = status_line({'name': 'PID 1 affinity', 'state': 'applied', 'intended': '0-1', 'live': '0-1'})
+    assert line.split() == ['applied', 'PID', '1', 'affinity', 'intended', '0-1;', 'live', '0-1']
+    with pytest.raises(StatusError):
+        status_line('x')
