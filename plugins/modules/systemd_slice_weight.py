@@ -138,7 +138,8 @@ options:
   header:
     description:
       - Comment written at the top of every file, one C(#) line per line of text,
-        in the manner of C({{ ansible_managed }}); pass V({{ ansible_managed }}) to use Ansible's.
+        in the manner of C(ansible_managed) in templates. C(ansible_managed) itself is
+        defined only inside templates, so pass the text (for example from a variable).
       - The module recognizes its files by a separate marker line, not by this header.
     type: str
     default: 'Ansible managed (kvmlab.host_resources.systemd_slice_weight): local edits are overwritten'
@@ -175,7 +176,7 @@ seealso:
 EXAMPLES = r'''
 - name: Gold, Silver and Bronze performance domains under machine.slice
   kvmlab.host_resources.systemd_slice_weight:
-    header: "{{ ansible_managed }}"
+    header: "Ansible managed: change the inventory, not this file"
     units:
       - name: machine-gold.slice
         cpu_weight: 512
