@@ -673,7 +673,14 @@ class SliceWeight(object):
             for warning in unit['warnings']:
                 self.module.warn(warning)
         if not check_mode:
-            stale = [(plan, unit) for plan, unit in zip(plans, results) if not unit['in_sync']]
+            # Removal undoes only what the module made: an override somebody else
+            # left (a runtime set-property drop-in, say) is reported, not fought.
+            for plan, unit in zip(plans, results):
+                if plan.state == 'absent' and not unit['in_sync']:
+                    self.module.warn('%s keeps settings the module did not make (drop-ins: %s)'
+                                     % (plan.name, unit['systemd'].get('DropInPaths') or 'none'))
+            stale = [(plan, unit) for plan, unit in zip(plans, results)
+                     if plan.state == 'present' and not unit['in_sync']]
             if stale:
                 details = []
                 for plan, unit in stale:
