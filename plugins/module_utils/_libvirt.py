@@ -608,3 +608,211 @@ def apply_changes(conn, dom, changes, host_count):
                                        remove_shares=xml_edit['shares'], partition=xml_edit['partition']))
         calls += 1
     return calls
+
+
+# ---------------------------------------------------------------------------
+# Shared execution pool: placement per guest and virt-install arguments (pure)
+# ---------------------------------------------------------------------------
+
+#: Where a guest's emulator thread and IOThreads run (seeds 002 and 004):
+#: ``share`` the host_emulator pool shared by all guests, ``isolate`` one
+#: host_emulator CPU of its own, ``float`` with the guest's vCPUs.
+EMULATOR_POLICIES = ('share', 'isolate', 'float')
+WEIGHT_MIN = 1
+WEIGHT_MAX = 10000
+
+
+class PlacementError(ValueError):
+    """Guests, tiers or pools that give no placement; the message names the guest or key."""
+
+
+def _pool(pools, key):
+    if not isinstance(pools, dict) or key not in pools:
+        raise PlacementError('pools must be a dict with %s (as from the cpu_pools filter), it lacks %s'
+                             % (', '.join(('host_reserved', 'host_emulator', 'guest_domain')), key))
+    try:
+        cpus = parse_cpulist(pools[key], 'pools.%s' % key)
+    except CpuListError as exc:
+        raise PlacementError(str(exc))
+    if not cpus:
+        raise PlacementError('pools.%s is empty' % key)
+    return cpus
+
+
+def _int_in(value, low, high, what):
+    if isinstance(value, bool):
+        raise PlacementError('%s must be an integer, got %r' % (what, value))
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise PlacementError('%s must be an integer, got %r' % (what, value))
+    if not low <= number <= high:
+        raise PlacementError('%s %d is outside %d-%d' % (what, number, low, high))
+    return number
+
+
+def tier_settings(tiers, tier, guest='guest'):
+    """``{tier, slice, partition, cpu_shares, cpu_weight}`` of a tier (name matched without case).
+
+    ``tiers`` maps names to dicts with ``cpu_weight`` and/or ``shares``,
+    ``partition`` (default ``/machine/<name>``) and ``slice`` (default the
+    systemd slice libvirt maps the partition to).
+    """
+    if not isinstance(tiers, dict) or not tiers:
+        raise PlacementError('tiers must be a non-empty dict of tier name to settings (kvmlab_tiers)')
+    if not isinstance(tier, str) or not tier.strip():
+        raise PlacementError('%s: tier must be a tier name (one of %s)' % (guest, ', '.join(sorted(tiers))))
+    matches = [key for key in tiers if str(key).lower() == tier.strip().lower()]
+    if not matches:
+        raise PlacementError('%s: unknown tier "%s" (tiers: %s)' % (guest, tier, ', '.join(sorted(tiers))))
+    key = matches[0]
+    settings = tiers[key]
+    if not isinstance(settings, dict):
+        raise PlacementError('tiers.%s must be a dict with cpu_weight, shares, partition' % key)
+    weight = settings.get('cpu_weight', settings.get('shares'))
+    shares = settings.get('shares', settings.get('cpu_weight'))
+    if weight is None:
+        raise PlacementError('tiers.%s has neither cpu_weight nor shares' % key)
+    weight = _int_in(weight, WEIGHT_MIN, WEIGHT_MAX, 'tiers.%s.cpu_weight' % key)
+    shares = _int_in(shares, SHARES_MIN, SHARES_MAX, 'tiers.%s.shares' % key)
+    partition = settings.get('partition') or '/machine/%s' % key
+    if (not isinstance(partition, str) or not partition.startswith('/') or partition.endswith('/')
+            or '//' in partition or not re.match(r'^[A-Za-z0-9_./-]+$', partition)):
+        raise PlacementError('tiers.%s.partition "%s" must be an absolute path such as /machine/gold'
+                             % (key, partition))
+    return {'tier': key, 'slice': settings.get('slice') or partition_slice(partition),
+            'partition': partition, 'cpu_shares': shares, 'cpu_weight': weight}
+
+
+def partition_slice(partition):
+    """The systemd slice libvirt maps a resource partition to: /machine/gold -> machine-gold.slice."""
+    parts = [part for part in partition.strip('/').split('/') if part]
+    return '-'.join(parts) + '.slice'
+
+
+def guest_placement(guests, tiers, pools, emulator_policy='share'):
+    """Where every guest's threads go and what weight it gets, from its tier and the pools.
+
+    ``guests``: list of dicts with ``name``, ``tier`` and optional
+    ``emulator_policy`` (default ``emulator_policy``), ``vcpus`` and
+    ``iothreads``. ``pools``: dict with ``host_reserved``, ``host_emulator``
+    and ``guest_domain`` cpulists. vCPUs go to guest_domain; emulator thread
+    and IOThreads to host_emulator (``share``, minus the CPUs isolated
+    guests took), to one host_emulator CPU of the guest's own (``isolate``,
+    handed out in guest order from the lowest CPU) or to the guest's vCPU
+    CPUs (``float``). The live scope may use host_reserved plus
+    guest_domain. Raises :class:`PlacementError` naming the guest.
+
+    Returns ``{'guests': [...], 'scope_allowed_cpus', 'shared_emulator_cpus',
+    'isolated': {name: cpu}}``; each guest entry has ``name``, ``tier``,
+    ``slice``, ``partition``, ``cpu_shares``, ``cpu_weight``,
+    ``emulator_policy``, ``vcpu_cpuset``, ``emulator_cpuset``,
+    ``iothread_cpuset``, ``vcpus`` and ``iothreads`` (None when not given).
+    """
+    if emulator_policy not in EMULATOR_POLICIES:
+        raise PlacementError('emulator_policy must be one of %s, got "%s"'
+                             % (', '.join(EMULATOR_POLICIES), emulator_policy))
+    if not isinstance(guests, list):
+        raise PlacementError('guests must be a list of dicts with name and tier')
+    guest_domain = _pool(pools, 'guest_domain')
+    host_emulator = _pool(pools, 'host_emulator')
+    host_reserved = _pool(pools, 'host_reserved')
+
+    entries = []
+    seen = set()
+    for index, guest in enumerate(guests):
+        if not isinstance(guest, dict) or not isinstance(guest.get('name'), str) or not guest['name']:
+            raise PlacementError('guests[%d] must be a dict with a name and a tier, got %r' % (index, guest))
+        name = guest['name']
+        if name in seen:
+            raise PlacementError('guest %s is listed more than once' % name)
+        seen.add(name)
+        where = 'guest %s' % name
+        entry = {'name': name}
+        entry.update(tier_settings(tiers, guest.get('tier'), where))
+        policy = guest.get('emulator_policy') or emulator_policy
+        if policy not in EMULATOR_POLICIES:
+            raise PlacementError('%s: emulator_policy must be one of %s, got "%s"'
+                                 % (where, ', '.join(EMULATOR_POLICIES), policy))
+        entry['emulator_policy'] = policy
+        entry['vcpus'] = None if guest.get('vcpus') is None else _int_in(
+            guest['vcpus'], 1, 4096, '%s: vcpus' % where)
+        entry['iothreads'] = None if guest.get('iothreads') is None else _int_in(
+            guest['iothreads'], 0, 1024, '%s: iothreads' % where)
+        entries.append(entry)
+
+    isolating = [entry['name'] for entry in entries if entry['emulator_policy'] == 'isolate']
+    sharing = [entry['name'] for entry in entries if entry['emulator_policy'] == 'share']
+    free = sorted(host_emulator)
+    if len(isolating) > len(free):
+        raise PlacementError(
+            'emulator_policy isolate needs one host_emulator CPU per guest: %d guests (%s) but '
+            'host_emulator %s has %d CPU(s); isolate fewer guests or reserve more emulator cores'
+            % (len(isolating), ', '.join(isolating), format_cpulist(host_emulator), len(free)))
+    if sharing and isolating and len(isolating) == len(free):
+        raise PlacementError(
+            'emulator_policy isolate takes every host_emulator CPU (%s) for %s and leaves none '
+            'for the guests that share it: %s'
+            % (format_cpulist(host_emulator), ', '.join(isolating), ', '.join(sharing)))
+    isolated = dict(zip(isolating, free))
+    shared = frozenset(host_emulator) - frozenset(isolated.values())
+    vcpu_text = format_cpulist(guest_domain)
+    for entry in entries:
+        entry['vcpu_cpuset'] = vcpu_text
+        if entry['emulator_policy'] == 'isolate':
+            overhead = str(isolated[entry['name']])
+        elif entry['emulator_policy'] == 'float':
+            overhead = vcpu_text
+        else:
+            overhead = format_cpulist(shared)
+        entry['emulator_cpuset'] = overhead
+        entry['iothread_cpuset'] = overhead
+    return {
+        'guests': entries,
+        'scope_allowed_cpus': format_cpulist(host_reserved | guest_domain),
+        'shared_emulator_cpus': format_cpulist(shared),
+        'isolated': dict((name, str(cpu)) for name, cpu in isolated.items()),
+    }
+
+
+def virt_install_args(guest, tiers, pools, guests=None, emulator_policy='share'):
+    """virt-install arguments that create ``guest`` placed as :func:`guest_placement` says.
+
+    Seed 001's "Current virt-install Policy": ``--resource partition=``,
+    ``--iothreads`` when the guest has IOThreads, and ``--cputune`` with
+    ``shares``, one ``vcpupinN`` per vCPU, ``emulatorpin`` and one
+    ``iothreadpinN`` per IOThread. ``guests`` is the whole list the
+    isolated emulator CPUs are handed out over (default: this guest alone).
+    Returns an argv list (no shell quoting needed: cpulists and paths have
+    no spaces; virt-install takes the commas inside cpusets).
+    """
+    if not isinstance(guest, dict) or not guest.get('name'):
+        raise PlacementError('the guest must be a dict with name, tier and vcpus')
+    every = list(guests) if guests else [guest]
+    names = [g.get('name') for g in every if isinstance(g, dict)]
+    if guest['name'] not in names:
+        every.append(guest)
+    placement = guest_placement(every, tiers, pools, emulator_policy)
+    entry = [e for e in placement['guests'] if e['name'] == guest['name']][0]
+    own = dict(entry)
+    # the guest's own fields win over the list's copy (vcpus, iothreads, policy)
+    if guest.get('vcpus') is not None:
+        own['vcpus'] = _int_in(guest['vcpus'], 1, 4096, 'guest %s: vcpus' % guest['name'])
+    if guest.get('iothreads') is not None:
+        own['iothreads'] = _int_in(guest['iothreads'], 0, 1024, 'guest %s: iothreads' % guest['name'])
+    if not own['vcpus']:
+        raise PlacementError('guest %s: vcpus is needed for one vcpupin per vCPU' % guest['name'])
+    tune = ['shares=%d' % own['cpu_shares']]
+    for vcpu in range(own['vcpus']):
+        tune.append('vcpupin%d.vcpu=%d' % (vcpu, vcpu))
+        tune.append('vcpupin%d.cpuset=%s' % (vcpu, own['vcpu_cpuset']))
+    tune.append('emulatorpin.cpuset=%s' % own['emulator_cpuset'])
+    args = ['--resource', 'partition=%s' % own['partition']]
+    iothreads = own['iothreads'] or 0
+    if iothreads:
+        args.extend(['--iothreads', 'iothreads=%d' % iothreads])
+        for index in range(iothreads):
+            tune.append('iothreadpin%d.iothread=%d' % (index, index + 1))
+            tune.append('iothreadpin%d.cpuset=%s' % (index, own['iothread_cpuset']))
+    args.extend(['--cputune', ','.join(tune)])
+    return args
