@@ -1,0 +1,118 @@
+"""The applied shared execution pool, read from /proc and /sys/fs/cgroup (not from the role or libvirt)."""
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+GUEST_DOMAIN = "2-3,6-7"   # the lab: 2 sockets x 2 cores x 2 threads, one core per socket reserved
+HOST_EMULATOR = "0-1,4-5"
+SCOPE_CPUS = "0-7"         # host_reserved plus guest_domain
+TIERS = {
+    "kvm-worker-01": ("/machine/gold", 512),
+    "kvm-worker-02": ("/machine/silver", 333),
+    "kvm-worker-03": ("/machine/bronze", 167),
+}
+
+
+def qemu_pid(host, guest):
+    return int(host.file(f"/run/libvirt/qemu/{guest}.pid").content_string.strip())
+
+
+def threads(host, pid):
+    """[(comm, Cpus_allowed_list)] of every thread of a process."""
+    out = host.check_output(
+        f"for t in /proc/{pid}/task/*; do "
+        f'printf "%s\\t%s\\n" "$(cat $t/comm)" "$(awk \'/^Cpus_allowed_list/ {{print $2}}\' $t/status)"; done'
+    )
+    return [tuple(line.split("\t")) for line in out.splitlines()]
+
+
+def classes(host, guest):
+    found = {"vcpu": set(), "iothread": set(), "emulator": set()}
+    counts = {"vcpu": 0, "iothread": 0, "emulator": 0}
+    for comm, allowed in threads(host, qemu_pid(host, guest)):
+        kind = ("vcpu" if re.fullmatch(r"CPU \d+/TCG", comm)
+                else "iothread" if re.fullmatch(r"IO iothread\d+", comm) else "emulator")
+        found[kind].add(allowed)
+        counts[kind] += 1
+    return found, counts
+
+
+def scope_dir(host, guest):
+    """The guest's scope cgroup, from its QEMU pid's cgroup (never a guessed name)."""
+    line = host.file(f"/proc/{qemu_pid(host, guest)}/cgroup").content_string.strip()
+    path = line.split("::", 1)[1]
+    return "/sys/fs/cgroup" + path[: path.index(".scope") + len(".scope")]
+
+
+@pytest.mark.parametrize("guest", sorted(TIERS))
+def test_vcpu_threads_on_guest_domain(host, guest):
+    found, counts = classes(host, guest)
+    assert counts["vcpu"] == 2
+    assert found["vcpu"] == {GUEST_DOMAIN}
+
+
+@pytest.mark.parametrize("guest", sorted(TIERS))
+def test_emulator_threads_and_iothreads_on_host_emulator(host, guest):
+    found, counts = classes(host, guest)
+    assert counts["emulator"] >= 1
+    assert found["emulator"] == {HOST_EMULATOR}
+    if guest == "kvm-worker-01":
+        assert counts["iothread"] == 1
+        assert found["iothread"] == {HOST_EMULATOR}
+    else:
+        assert counts["iothread"] == 0
+
+
+@pytest.mark.parametrize("guest", sorted(TIERS))
+def test_tier_weight_live_on_the_scope(host, guest):
+    directory = scope_dir(host, guest)
+    assert host.file(f"{directory}/cpu.weight").content_string.strip() == str(TIERS[guest][1])
+    scope = directory.rsplit("/", 1)[1]
+    out = host.check_output(f"systemctl show -p CPUWeight -p AllowedCPUs '{scope}'")
+    assert f"CPUWeight={TIERS[guest][1]}" in out.splitlines()
+
+
+@pytest.mark.parametrize("guest", sorted(TIERS))
+def test_scope_widened_to_reserved_plus_guest_pool(host, guest):
+    directory = scope_dir(host, guest)
+    assert host.file(f"{directory}/cpuset.cpus").content_string.strip() == SCOPE_CPUS
+    assert host.file(f"{directory}/cpuset.cpus.effective").content_string.strip() == SCOPE_CPUS
+
+
+@pytest.mark.parametrize("guest", sorted(TIERS))
+def test_persistent_xml_has_tier_partition_shares_and_pins(host, guest):
+    dom = ET.fromstring(host.check_output(f"virsh dumpxml --inactive {guest}"))
+    partition, shares = TIERS[guest]
+    assert dom.find("resource/partition").text == partition
+    tune = dom.find("cputune")
+    assert int(tune.find("shares").text) == shares
+    assert {pin.get("cpuset") for pin in tune.findall("vcpupin")} == {GUEST_DOMAIN}
+    assert len(tune.findall("vcpupin")) == 2
+    assert tune.find("emulatorpin").get("cpuset") == HOST_EMULATOR
+    pins = tune.findall("iothreadpin")
+    assert [pin.get("cpuset") for pin in pins] == ([HOST_EMULATOR] if guest == "kvm-worker-01" else [])
+
+
+@pytest.mark.parametrize("guest", sorted(TIERS))
+def test_guest_still_runs_in_machine_slice_until_its_next_start(host, guest):
+    # the partition is persistent only: pending until the guest restarts
+    assert "/machine.slice/machine-qemu" in host.file(f"/proc/{qemu_pid(host, guest)}/cgroup").content_string
+
+
+def test_tier_slices_carry_the_tier_weights(host):
+    for name, weight in (("gold", 512), ("silver", 333), ("bronze", 167)):
+        assert host.file(f"/sys/fs/cgroup/machine.slice/machine-{name}.slice/cpu.weight").content_string.strip() \
+            == str(weight)
+
+
+def test_no_persistent_drop_ins_for_transient_scopes(host):
+    assert not host.file("/etc/systemd/system.control").exists
+
+
+def test_snapshot_kept_root_only(host):
+    directory = host.file("/var/lib/kvmlab/snapshots")
+    assert directory.is_directory and directory.mode == 0o700 and directory.user == "root"
+    snapshot = host.file("/var/lib/kvmlab/snapshots/shared-execution-pool.json")
+    assert snapshot.is_file and snapshot.mode == 0o600 and snapshot.user == "root"
+    assert '"kind": "apply"' in snapshot.content_string
