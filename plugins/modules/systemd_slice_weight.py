@@ -162,6 +162,10 @@ notes:
     under C(/etc/systemd/system.control/) or C(/run/systemd/system.control/).
   - C(changed) is true only when a file was written or removed, or a
     C(systemctl) command other than C(show) was (or in check mode would be) run.
+  - systemd enables the cgroup C(cpu) controller below a slice only while some unit
+    there sets a CPU weight or quota; without it the unit's C(cpu.weight) file does
+    not exist (the kernel's default weight 100 applies) and RV(units[].cgroup.cpu_weight)
+    is V(null).
   - In containers (C(systemd-nspawn)) the values systemd reports are real but
     the controllers are not delegated; cgroup values are then V(null).
 seealso:
