@@ -90,3 +90,14 @@ def test_snapshot_is_root_only_and_records_stock(host):
 
 def test_no_control_dropins_left(host):
     assert not host.file('/etc/systemd/system.control').exists
+
+
+def test_host_slices_confined_to_host_reserved(host):
+    reserved = _expected_reserved(host)
+    for name in ('system.slice', 'user.slice'):
+        cpuset = host.file('/sys/fs/cgroup/%s/cpuset.cpus' % name)
+        assert cpuset.exists, name
+        assert _parse(cpuset.content_string) == reserved, name
+    # a long-running service started before apply now runs there too
+    pid = host.check_output('systemctl show -p MainPID --value ssh.service')
+    assert _allowed(host, '/proc/%s/status' % pid.strip()) == reserved
