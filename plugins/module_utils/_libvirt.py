@@ -65,6 +65,14 @@ class RequestError(ValueError):
 # Request parsing (pure)
 # ---------------------------------------------------------------------------
 
+def libvirt_message(exc):
+    """The text of a libvirt error (libvirtError.get_error_message), or str(exc)."""
+    try:
+        return exc.get_error_message() or str(exc)
+    except Exception:  # pylint: disable=broad-except
+        return str(exc)
+
+
 def parse_pin(value, what, online=None):
     """A wanted pin: :data:`UNPINNED` or a non-empty frozenset of CPUs.
 

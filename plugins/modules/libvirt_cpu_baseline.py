@@ -298,6 +298,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _cpumodel as cm
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt import libvirt_message
 
 LIBVIRT_IMPORT_ERROR = None
 try:
@@ -338,13 +339,6 @@ class BaselineError(Exception):
     """Fails the module with a message."""
 
 
-def _message(exc):
-    try:
-        return exc.get_error_message() or str(exc)
-    except Exception:  # pylint: disable=broad-except
-        return str(exc)
-
-
 def _features(xml_text):
     return sorted(cm.provided(cm.parse_cpu(xml_text)))
 
@@ -376,13 +370,13 @@ def read_host_cpu(hyp, lib):
         caps = cm.host_model(hyp.domcaps())
     except lib.libvirtError as exc:
         raise BaselineError('cannot read the domain capabilities (arch %s, virttype %s): %s'
-                            % (hyp.arch, hyp.virttype, _message(exc)))
+                            % (hyp.arch, hyp.virttype, libvirt_message(exc)))
     except cm.CpuModelError as exc:
         raise BaselineError(str(exc))
     try:
         expanded = hyp.baseline([caps['xml']], cm.BASELINE_EXPAND_FEATURES)
     except lib.libvirtError as exc:
-        raise BaselineError('cannot expand the host CPU model %s: %s' % (caps['cpu']['model'], _message(exc)))
+        raise BaselineError('cannot expand the host CPU model %s: %s' % (caps['cpu']['model'], libvirt_message(exc)))
     return {
         'xml': caps['xml'],
         'model': caps['cpu']['model'],
@@ -420,13 +414,13 @@ def compute_baseline(hyp, lib, cpus, pool, migratable):
         expanded = hyp.baseline(xmls, flags | cm.BASELINE_EXPAND_FEATURES)
     except lib.libvirtError as exc:
         raise BaselineError('libvirt cannot compute a common CPU model for %s (%s): %s'
-                            % ('pool "%s"' % pool if pool else 'these CPUs', ', '.join(names), _message(exc)))
+                            % ('pool "%s"' % pool if pool else 'these CPUs', ', '.join(names), libvirt_message(exc)))
     for member in members:
         if member['features'] is None:
             try:
                 member['features'] = _features(hyp.baseline([member['xml']], cm.BASELINE_EXPAND_FEATURES))
             except lib.libvirtError as exc:
-                raise BaselineError('cannot expand the CPU of member "%s": %s' % (member['name'], _message(exc)))
+                raise BaselineError('cannot expand the CPU of member "%s": %s' % (member['name'], libvirt_message(exc)))
     model = cm.parse_cpu(model_xml, 'baseline')
     features = _features(expanded)
     return {
@@ -455,7 +449,7 @@ def compare_all(hyp, lib, entries):
             except lib.libvirtError as exc:
                 code = exc.get_error_code() if hasattr(exc, 'get_error_code') else None
                 # with COMPARE_FAIL_INCOMPATIBLE libvirt explains what the host lacks
-                seen[key] = ('incompatible' if code == cm.ERR_CPU_INCOMPATIBLE else 'error', _message(exc))
+                seen[key] = ('incompatible' if code == cm.ERR_CPU_INCOMPATIBLE else 'error', libvirt_message(exc))
         result, message = seen[key]
         results.append({'name': entry['name'], 'result': result, 'compatible': result in cm.COMPATIBLE,
                         'message': message})
@@ -468,7 +462,7 @@ def run(module, lib):
     try:
         conn = lib.open(params['uri'])
     except lib.libvirtError as exc:
-        raise BaselineError('cannot connect to libvirt at uri "%s": %s' % (params['uri'], _message(exc)))
+        raise BaselineError('cannot connect to libvirt at uri "%s": %s' % (params['uri'], libvirt_message(exc)))
     if conn is None:
         raise BaselineError('cannot connect to libvirt at uri "%s"' % params['uri'])
     try:

@@ -192,6 +192,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _cpumodel as cm
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt import XML_INACTIVE, XML_SECURE
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt import libvirt_message
 
 LIBVIRT_IMPORT_ERROR = None
 try:
@@ -218,13 +219,6 @@ class ModelError(Exception):
     """Fails the module with a message."""
 
 
-def _message(exc):
-    try:
-        return exc.get_error_message() or str(exc)
-    except Exception:  # pylint: disable=broad-except
-        return str(exc)
-
-
 def pool_cpu_from(params):
     """The pool CPU dict of O(cpu), validated."""
     try:
@@ -243,7 +237,7 @@ def select_domains(lib, conn, params):
         try:
             doms = conn.listAllDomains(LIST_PERSISTENT)
         except lib.libvirtError as exc:
-            raise ModelError('cannot list domains: %s' % _message(exc))
+            raise ModelError('cannot list domains: %s' % libvirt_message(exc))
     else:
         doms, missing, transient = [], [], []
         for name in dict.fromkeys(params['domains']):
@@ -284,7 +278,7 @@ def run(module, lib):
     try:
         conn = lib.open(params['uri'])
     except lib.libvirtError as exc:
-        raise ModelError('cannot connect to libvirt at uri "%s": %s' % (params['uri'], _message(exc)))
+        raise ModelError('cannot connect to libvirt at uri "%s": %s' % (params['uri'], libvirt_message(exc)))
     if conn is None:
         raise ModelError('cannot connect to libvirt at uri "%s"' % params['uri'])
     try:
@@ -309,7 +303,7 @@ def _run_connected(module, lib, conn, pool_cpu):
             inactive = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
             live = dom.XMLDesc(cm.DOMAIN_XML_MIGRATABLE) if active else None
         except lib.libvirtError as exc:
-            raise ModelError('domain "%s": cannot read its definition: %s' % (name, _message(exc)))
+            raise ModelError('domain "%s": cannot read its definition: %s' % (name, libvirt_message(exc)))
         new_xml, changed = plan(params, inactive, name, pool_cpu)
         plans.append((dom, name, active, inactive, live, new_xml, changed))
 
@@ -323,7 +317,7 @@ def _run_connected(module, lib, conn, pool_cpu):
             except lib.libvirtError as exc:
                 done = [r['name'] for r in results if r['changed']]
                 raise ModelError('domain "%s": libvirt refused the new definition: %s (guests changed before '
-                                 'this one: %s)' % (name, _message(exc), ', '.join(done) or 'none'))
+                                 'this one: %s)' % (name, libvirt_message(exc), ', '.join(done) or 'none'))
         before = cm.guest_state(inactive, name)
         after = cm.guest_state(after_xml, name)
         running = cm.guest_state(live, name) if live else None

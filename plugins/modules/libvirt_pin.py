@@ -399,13 +399,6 @@ class PinError(Exception):
     """Fails the module with a message (and partial results)."""
 
 
-def _libvirt_message(exc):
-    try:
-        return exc.get_error_message() or str(exc)
-    except Exception:  # pylint: disable=broad-except
-        return str(exc)
-
-
 def run(module, libvirt_mod):
     """The module's work; raises PinError with a message naming the problem."""
     params = module.params
@@ -426,7 +419,7 @@ def run(module, libvirt_mod):
     try:
         conn = libvirt_mod.open(params['uri'])
     except libvirt_mod.libvirtError as exc:
-        raise PinError('cannot connect to libvirt at uri "%s": %s' % (params['uri'], _libvirt_message(exc)))
+        raise PinError('cannot connect to libvirt at uri "%s": %s' % (params['uri'], lv.libvirt_message(exc)))
     if conn is None:
         raise PinError('cannot connect to libvirt at uri "%s"' % params['uri'])
     try:
@@ -443,7 +436,7 @@ def _run_connected(module, libvirt_mod, conn, entries, requests, defaults, query
     try:
         host_count, online = lv.host_cpus(conn)
     except libvirt_mod.libvirtError as exc:
-        raise PinError('cannot read the host CPU map from "%s": %s' % (params['uri'], _libvirt_message(exc)))
+        raise PinError('cannot read the host CPU map from "%s": %s' % (params['uri'], lv.libvirt_message(exc)))
 
     # 3. masks against the host's online CPUs (parse again, now with the host)
     try:
@@ -454,7 +447,7 @@ def _run_connected(module, libvirt_mod, conn, entries, requests, defaults, query
         try:
             names = sorted(dom.name() for dom in conn.listAllDomains())
         except libvirt_mod.libvirtError as exc:
-            raise PinError('cannot list domains: %s' % _libvirt_message(exc))
+            raise PinError('cannot list domains: %s' % lv.libvirt_message(exc))
         requests = [lv.parse_request({'name': name}) for name in names]
 
     # 4. domains exist
@@ -480,7 +473,7 @@ def _run_connected(module, libvirt_mod, conn, entries, requests, defaults, query
             try:
                 current[name] = lv.read_domain(dom)
             except libvirt_mod.libvirtError as exc:
-                raise PinError('domain "%s": cannot read its state: %s' % (name, _libvirt_message(exc)))
+                raise PinError('domain "%s": cannot read its state: %s' % (name, lv.libvirt_message(exc)))
         state = current[name]
         if query:
             plans.append((request, False, False, []))
@@ -514,7 +507,7 @@ def _run_connected(module, libvirt_mod, conn, entries, requests, defaults, query
             except libvirt_mod.libvirtError as exc:
                 done = [r['name'] for r in results if r['changed']]
                 raise PinError('domain "%s": libvirt refused a change: %s (domains changed before this one: %s)'
-                               % (name, _libvirt_message(exc), ', '.join(done) or 'none'))
+                               % (name, lv.libvirt_message(exc), ', '.join(done) or 'none'))
         else:
             predicted = lv.predict_after(before, changes)
             after = dict(before, live=predicted['live'], config=predicted['config'])
