@@ -14,12 +14,24 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._pools impor
 )
 
 
-def cpu_pools(topology, reserved_cores_per_socket=None, housekeeping_cores_per_socket=None, pools=None):
-    """Derive (or validate given) whole-core pools from a cpu_topology fact."""
+def cpu_pools(topology, reserved_cores_per_socket=None, housekeeping_cores_per_socket=None, pools=None,
+              variable=None, host=None):
+    """Derive (or validate given) whole-core pools from a cpu_topology fact.
+
+    Empty ``pools`` (none, {} or '') means derive: inventories and role
+    defaults pass the operator's variables through unchanged, so one call
+    serves every role and playbook. ``variable`` and ``host`` only name the
+    source in error messages.
+    """
     try:
-        return _cpu_pools(topology, reserved_cores_per_socket, housekeeping_cores_per_socket, pools)
+        return _cpu_pools(topology, reserved_cores_per_socket, housekeeping_cores_per_socket, pools or None)
     except PoolError as exc:
-        raise AnsibleFilterError('cpu_pools: %s' % exc)
+        where = ''
+        if variable:
+            where += ' %s' % variable
+        if host:
+            where += ' on host %s' % host
+        raise AnsibleFilterError('cpu_pools%s: %s' % (where and ' (' + where.strip() + ')', exc))
 
 
 def pool_capacity(pools, guests, host_memory=None):

@@ -233,10 +233,15 @@ def validate_pools(topology, pools):
 
 def cpu_pools(topology, reserved_cores_per_socket=None, housekeeping_cores_per_socket=None, pools=None):
     """Derive pools, or validate given ones; the filter's and roles' entry."""
+    # an unset inventory variable templated to '' means "not given", as None does
+    if reserved_cores_per_socket == '':
+        reserved_cores_per_socket = None
+    if housekeeping_cores_per_socket == '':
+        housekeeping_cores_per_socket = None
     if pools is not None:
         if reserved_cores_per_socket is not None or housekeeping_cores_per_socket is not None:
-            raise PoolError('pools and reserved_cores_per_socket/housekeeping_cores_per_socket '
-                            'are mutually exclusive')
+            raise PoolError('pools (given masks) and reserved_cores_per_socket/housekeeping_cores_per_socket '
+                            '(counts to derive them) are mutually exclusive: set one or the other')
         return validate_pools(topology, pools)
     return derive_pools(topology, reserved_cores_per_socket, housekeeping_cores_per_socket)
 

@@ -26,7 +26,7 @@ def test_every_format_is_written(report):
     with open(os.path.join(REPORT_DIR, 'kvmlab-host.md')) as handle:
         markdown = handle.read()
     assert '| all_loaded | gold | 512 | 50.6 |' in markdown
-    assert 'playbooks/contention-validate.yml' in markdown
+    assert 'playbooks/contention_validate.yml' in markdown
     root = ET.parse(os.path.join(REPORT_DIR, 'kvmlab-host.svg')).getroot()
     assert root.tag.endswith('svg')
     assert report['command'].startswith('ansible-playbook')

@@ -367,9 +367,9 @@ def sample_report(passed=True):
 
 
 def test_markdown_has_the_tables_and_the_command():
-    text = c.render_markdown(sample_report(), command='ansible-playbook -i INVENTORY playbooks/contention-validate.yml')
+    text = c.render_markdown(sample_report(), command='ansible-playbook -i INVENTORY playbooks/contention_validate.yml')
     assert '**Result: PASS**' in text
-    assert 'ansible-playbook -i INVENTORY playbooks/contention-validate.yml' in text
+    assert 'ansible-playbook -i INVENTORY playbooks/contention_validate.yml' in text
     assert '| all_loaded | gold | 512 | 50.6 | 50.7 [50.5, 50.9] | 0.1 [-0.1, 0.3] | 50.7 [50.5, 50.9] | pass |' in text
     assert '| gold_idle | gold (idle) | 512 | - | - | - |' in text
     assert '| gold_idle | silver:bronze | 1.99 |' in text
