@@ -77,23 +77,17 @@ auth_unix_rw = "none"
 log_outputs = "3:file:{log}"
 '''
 
-# Multiboot (v1) header with flags 0: QEMU loads the ELF segments itself.
-_KERNEL_HEAD = '''\
-    .section .text
-    .code32
-    .globl _start
-    .align 4
-multiboot_header:
-    .long 0x1BADB002
-    .long 0
-    .long -(0x1BADB002)
-_start:
-'''
+# The guest kernels have one home, the lab's recipe (tools/lab/image/guests):
+# kind -> source file there.
+GUEST_SOURCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             'lab', 'image', 'guests')
 KERNELS = {
     # interrupts off, halt: the vCPU sleeps in the host, costing almost nothing
-    'idle': _KERNEL_HEAD + '    cli\n1:  hlt\n    jmp 1b\n',
-    # a tight loop: the boot vCPU burns one host CPU
-    'spin': _KERNEL_HEAD + '    cli\n1:  jmp 1b\n',
+    'idle': 'halt.S',
+    # a tight loop on the boot vCPU only: one busy thread whatever the vCPU count
+    'spin': 'spin.S',
+    # every vCPU started and looping: a guest's demand is its vCPU count
+    'spinall': 'spinall.S',
 }
 
 DEFAULT_MEMORY_MIB = 16
@@ -307,15 +301,14 @@ class FastVirt(object):
             handle.write(group)
 
     def build_kernels(self):
-        """Assemble and link the idle and spin multiboot kernels (if missing)."""
+        """Assemble and link the multiboot guest kernels (when missing or older than their source)."""
         assembler, linker = _which('as'), _which('ld')
         for kind, source in KERNELS.items():
             target = self.kernel(kind)
-            if os.path.exists(target):
+            src = os.path.join(GUEST_SOURCES, source)
+            if os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(src):
                 continue
-            src, obj = target[:-4] + '.S', target[:-4] + '.o'
-            with open(src, 'w') as handle:
-                handle.write(source)
+            obj = target[:-4] + '.o'
             for cmd in ([assembler, '--32', '-o', obj, src],
                         [linker, '-m', 'elf_i386', '-Ttext=0x100000', '-e', '_start', '-o', target + '.tmp', obj]):
                 proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -573,7 +566,7 @@ def main(argv=None):
     parser.add_argument('--vcpus', type=int, default=1)
     parser.add_argument('--memory', type=int, default=DEFAULT_MEMORY_MIB, help='MiB')
     parser.add_argument('--iothreads', type=int, default=0)
-    parser.add_argument('--kernel', default='idle', help='idle, spin or a path')
+    parser.add_argument('--kernel', default='idle', help='idle, spin, spinall or a path')
     parser.add_argument('--partition', help='persistent <resource><partition>')
     parser.add_argument('--no-start', action='store_true', help='define only')
     args = parser.parse_intermixed_args(argv)
