@@ -14,7 +14,7 @@ import pytest
 
 STATE = "/root/kvmlab-memory-test"
 SNAPSHOT = "/var/lib/kvmlab/snapshots/memory.json"
-VALUES_SCRIPT = os.path.join(os.path.dirname(__file__), "..", "stock-values.sh")
+VALUES_SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "_shared", "fingerprint.sh")
 MIB = 1024 ** 2
 OUR_FILES = (
     "/etc/systemd/zram-generator.conf.d/90-kvmlab-memory.conf",
@@ -39,7 +39,7 @@ def only_in(phase, *phases):
 def values(host):
     with open(VALUES_SCRIPT) as handle:
         script = handle.read()
-    out = host.check_output("sh -s <<'KVMLAB_EOF'\n%sKVMLAB_EOF" % script)
+    out = host.check_output("sh -s memory <<'KVMLAB_EOF'\n%sKVMLAB_EOF" % script)
     return dict(line.split("=", 1) for line in out.splitlines())
 
 
