@@ -7,7 +7,11 @@ LAB_TOOLS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$LAB_TOOLS/../.." && pwd)
 KVMLAB_CACHE=${KVMLAB_CACHE:-$HOME/.cache/kvmlab-lab}
 LAB_HOST_NAME=kvmlab-host
-LAB_GUESTS=(kvm-worker-01 kvm-worker-02 kvm-worker-03)
+# The lab's own inventory data (group_vars of group 'lab'), copied next to the
+# inventory lab-up writes. The guests lab-up creates are the ones it lists.
+LAB_INVENTORY_SRC=$LAB_TOOLS/inventory
+# shellcheck disable=SC2207
+LAB_GUESTS=($(awk '/^  - name: / { print $3 }' "$LAB_INVENTORY_SRC/group_vars/lab.yml" 2>/dev/null))
 
 PROG=$(basename "$0")
 
@@ -36,6 +40,7 @@ lab_files() {
     SSH_CONFIG=$d/ssh_config
     SSH_HELPER=$d/ssh
     INVENTORY=$d/inventory.yml
+    GROUP_VARS=$d/group_vars
     STATE_ENV=$d/lab.env
     STATE_JSON=$d/lab.json
     LOCKFILE=$d/lock
@@ -82,6 +87,43 @@ read_state() {
     [[ -r $f ]] || return 1
     # shellcheck disable=SC1090
     . "$f"
+}
+
+# lab_write_inventory: DIR/group_vars/ (the lab's inventory data, from
+# tools/lab/inventory/group_vars) and DIR/inventory.yml for PORT and KEY, as
+# set by lab_files and the caller. The inventory is written last and
+# atomically: its presence means "usable". Needs DIR, PORT, KEY.
+lab_write_inventory() {
+    # ssh's control sockets: a short path (unix sockets are limited to 108
+    # bytes), the directory Ansible uses too.
+    local control_dir=$HOME/.ansible/cp
+    mkdir -p -m 0700 "$control_dir"
+    rm -rf "$GROUP_VARS.tmp"
+    cp -R "$LAB_INVENTORY_SRC/group_vars" "$GROUP_VARS.tmp"
+    rm -rf "$GROUP_VARS"
+    mv "$GROUP_VARS.tmp" "$GROUP_VARS"
+    cat > "$INVENTORY.tmp" <<EOF
+# Written by lab-up for the lab in $DIR (removed by lab-down).
+# Group variables (the lab's guests): group_vars/ beside this file.
+all:
+  children:
+    lab:
+      hosts:
+        $LAB_HOST_NAME:
+          ansible_host: 127.0.0.1
+          ansible_port: $PORT
+          ansible_user: root
+          ansible_ssh_private_key_file: $KEY
+          ansible_python_interpreter: /usr/bin/python3
+          # The ControlPath lets testinfra (which builds its own ssh command
+          # lines) reuse one connection; Ansible uses its own ControlPath.
+          ansible_ssh_common_args: >-
+            -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+            -o IdentitiesOnly=yes -o LogLevel=ERROR
+            -o ControlMaster=auto -o ControlPersist=60s
+            -o ControlPath=$control_dir/kvmlab-%C
+EOF
+    mv "$INVENTORY.tmp" "$INVENTORY"
 }
 
 # python3 for small helpers (free port); prefer the system one.
