@@ -15,19 +15,51 @@ import re
 
 MAX_CPU = 1 << 16  # far above any real host; guards against absurd ranges
 
-_ITEM_RE = re.compile(r'^(\d+)(?:-(\d+)(?::(\d+)/(\d+))?)?$')
+_ITEM_RE = re.compile(r'^([0-9]+)(?:-([0-9]+)(?::([0-9]+)/([0-9]+))?)?$')
+_WHITESPACE = ' \t\n\r\v\f'
+#: What the kernel may leave after a file's value: its newline, and on some
+#: kernels a NUL byte or NUL padding (Linux 5.15 on Kunpeng 920 writes
+#: ``"0\n\0"`` in every ``*_list`` file).
+KERNEL_FILE_END = _WHITESPACE + '\0'
+_EXPECTED = 'expected N, N-M or N-M:U/G, items separated by single commas'
 
 
 class CpuListError(ValueError):
     """A cpulist that does not parse; the message names the offending text."""
 
 
-def parse_cpulist(text, what='cpulist'):
-    """Parse a kernel cpulist (``0-3,8,10-11``) into a frozenset of ints.
+def show_text(text):
+    """``text`` with control characters visible (``\\n``, ``\\0``, ``\\x1b``), for messages."""
+    out = []
+    for char in text:
+        if char == '\n':
+            out.append('\\n')
+        elif char == '\t':
+            out.append('\\t')
+        elif char == '\0':
+            out.append('\\0')
+        elif ord(char) < 32 or ord(char) == 127:
+            out.append('\\x%02x' % ord(char))
+        else:
+            out.append(char)
+    return ''.join(out)
 
-    Accepts commas and/or whitespace as separators and the kernel's stride
-    form ``0-15:2/4``. An empty or whitespace-only string is the empty set.
-    ``what`` names the value in error messages.
+
+def parse_cpulist(text, what='cpulist'):
+    """Parse a cpulist a user gives (``0-3,8,10-11``) into a frozenset of ints.
+
+    Strict: items are ``N``, ``N-M`` or the kernel's stride form
+    ``N-M:U/G`` separated by single commas. An empty item (``0-5,,24-29``),
+    a leading or trailing comma (``,0``, ``0,``), a malformed range
+    (``0--3``, ``0-3-5``) and whitespace inside the list (``0-3, 8``) are
+    refused with a message naming ``what``, the offending text and its
+    position (1-based character in the list). Whitespace around the whole
+    list (a YAML block scalar's newline) is ignored; an empty or
+    whitespace-only string is the empty set. Sets, lists and tuples of
+    ints and a single int are accepted as they are.
+
+    File content goes through :func:`parse_kernel_cpulist`, systemd's
+    space-separated output through :func:`parse_systemd_cpulist`.
     """
     if isinstance(text, (set, frozenset, list, tuple)):
         return _from_iterable(text, what)
@@ -36,28 +68,86 @@ def parse_cpulist(text, what='cpulist'):
                            % (what, type(text).__name__))
     if isinstance(text, int):
         return _from_iterable([text], what)
+    return _parse_items(text.strip(_WHITESPACE), what, ',')
+
+
+def parse_kernel_cpulist(text, what='cpulist'):
+    """Parse a cpulist as a kernel file holds it (sysfs, procfs, cgroupfs).
+
+    Tolerates exactly what kernels append to the value: the trailing newline,
+    trailing whitespace and trailing NUL bytes (a NUL terminator or NUL
+    padding), in any mix. Anything else, a NUL or newline in the middle
+    included, is refused as :func:`parse_cpulist` refuses it. ``what``
+    should name the file. ``bytes`` are decoded as ASCII.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode('ascii')
+        except UnicodeDecodeError as exc:
+            raise CpuListError('%s: byte 0x%02x at character %d is not text'
+                               % (what, bytearray(text)[exc.start], exc.start + 1))
+    if not isinstance(text, str):
+        raise CpuListError('%s must be file content (a string), got %s' % (what, type(text).__name__))
+    return _parse_items(text.rstrip(KERNEL_FILE_END).strip(_WHITESPACE), what, ',')
+
+
+def parse_systemd_cpulist(text, what='cpulist'):
+    """Parse a CPU set as ``systemctl show`` prints it (``0-1 4-5``).
+
+    systemd separates ranges with single spaces (``cpu_set_to_range_string``);
+    commas are accepted too, so a value in either spelling parses. Empty
+    items and malformed ranges are refused as in :func:`parse_cpulist`.
+    """
+    if not isinstance(text, str):
+        return parse_cpulist(text, what)
+    return _parse_items(text.strip(_WHITESPACE), what, ', ')
+
+
+def _parse_items(body, what, separators):
+    """The strict grammar over ``body`` (already stripped of what may surround it)."""
     cpus = set()
-    for item in re.split(r'[\s,]+', text.strip()):
+    if not body:
+        return frozenset()
+    shown = show_text(body)
+    for index, char in enumerate(body):
+        if char in _WHITESPACE and char not in separators:
+            raise CpuListError('%s: whitespace ("%s") at character %d of "%s"; a cpulist has no spaces, '
+                               'write it like "0-3,8"' % (what, show_text(char), index + 1, shown))
+    items = []
+    start = 0
+    for index, char in enumerate(body):
+        if char in separators:
+            items.append((start, body[start:index]))
+            start = index + 1
+    items.append((start, body[start:]))
+    last = len(items) - 1
+    for number, (offset, item) in enumerate(items):
         if not item:
-            continue
+            if number == 0:
+                where, why = 1, 'it starts with a separator'
+            elif number == last:
+                where, why = offset, 'it ends with a separator'
+            else:
+                where, why = offset + 1, 'two separators in a row'
+            raise CpuListError('%s: empty item at character %d of "%s" (%s)' % (what, where, shown, why))
+        position = 'at character %d of "%s"' % (offset + 1, shown)
         match = _ITEM_RE.match(item)
         if not match:
-            raise CpuListError('%s: cannot parse "%s" in "%s" (expected N or N-M)'
-                               % (what, item, text.strip()))
+            raise CpuListError('%s: cannot parse "%s" %s (%s)' % (what, show_text(item), position, _EXPECTED))
         first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) is not None else first
-        if last < first:
-            raise CpuListError('%s: range "%s" in "%s" runs backwards' % (what, item, text.strip()))
-        if last >= MAX_CPU:
-            raise CpuListError('%s: CPU %d in "%s" is beyond %d' % (what, last, text.strip(), MAX_CPU - 1))
+        last_cpu = int(match.group(2)) if match.group(2) is not None else first
+        if last_cpu < first:
+            raise CpuListError('%s: range "%s" %s runs backwards' % (what, item, position))
+        if last_cpu >= MAX_CPU:
+            raise CpuListError('%s: CPU %d in "%s" %s is beyond %d' % (what, last_cpu, item, position, MAX_CPU - 1))
         if match.group(3) is not None:
             used, group = int(match.group(3)), int(match.group(4))
             if group == 0 or used == 0 or used > group:
-                raise CpuListError('%s: bad stride "%s" in "%s"' % (what, item, text.strip()))
-            for base in range(first, last + 1, group):
-                cpus.update(c for c in range(base, min(base + used, last + 1)))
+                raise CpuListError('%s: bad stride "%s" %s (U/G needs 0 < U <= G)' % (what, item, position))
+            for base in range(first, last_cpu + 1, group):
+                cpus.update(range(base, min(base + used, last_cpu + 1)))
         else:
-            cpus.update(range(first, last + 1))
+            cpus.update(range(first, last_cpu + 1))
     return frozenset(cpus)
 
 
@@ -93,7 +183,7 @@ def _range_text(first, last):
 
 
 def canonical(text, what='cpulist'):
-    """Parse then format: the canonical spelling of any accepted cpulist."""
+    """Parse (strictly, as a user mask) then format: the canonical spelling."""
     return format_cpulist(parse_cpulist(text, what))
 
 
@@ -109,13 +199,18 @@ def from_cpumap(cpumap):
 
 
 def parse_hexmask(text, what='cpumask'):
-    """Parse a kernel hex mask (``ff,ffffffff``) as in /proc/irq/*/smp_affinity."""
+    """Parse a kernel hex mask (``ff,ffffffff``) as in /proc/irq/*/smp_affinity.
+
+    File content: the trailing newline and NUL bytes are ignored; every
+    comma-separated group must be non-empty hex digits.
+    """
     if not isinstance(text, str):
         raise CpuListError('%s must be a hex mask string' % what)
-    digits = text.strip().replace(',', '')
-    if not digits or not re.match(r'^[0-9a-fA-F]+$', digits):
-        raise CpuListError('%s: cannot parse hex mask "%s"' % (what, text.strip()))
-    value = int(digits, 16)
+    body = text.rstrip(KERNEL_FILE_END).strip(_WHITESPACE)
+    groups = body.split(',')
+    if not body or not all(re.match(r'^[0-9a-fA-F]+$', group) for group in groups):
+        raise CpuListError('%s: cannot parse hex mask "%s"' % (what, show_text(body)))
+    value = int(''.join(groups), 16)
     return frozenset(bit for bit in range(value.bit_length()) if value >> bit & 1)
 
 

@@ -17,9 +17,11 @@ import os
 import re
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import (
+    KERNEL_FILE_END,
     CpuListError,
     format_cpulist,
-    parse_cpulist,
+    parse_kernel_cpulist,
+    show_text,
 )
 
 KERNEL_ARGS = ('isolcpus', 'nohz_full', 'rcu_nocbs', 'systemd.cpu_affinity', 'irqaffinity')
@@ -29,14 +31,36 @@ class TopologyError(Exception):
     """Topology cannot be read; the message names the file and the problem."""
 
 
-def _read(path, required=True):
+def clean_kernel_text(text):
+    """A kernel file's value without the noise kernels leave around it.
+
+    Drops trailing whitespace and NUL bytes (the newline, a NUL terminator,
+    NUL padding; Linux 5.15 on Kunpeng 920 ends every ``*_list`` file with
+    ``"\\n\\0"``) and leading whitespace. NULs or newlines inside the value
+    stay, so the parser that follows refuses them.
+    """
+    return text.rstrip(KERNEL_FILE_END).lstrip(' \t\n\r\v\f')
+
+
+def _read(path, required=True, lenient_text=False):
+    """The cleaned content of a sysfs/procfs file (None if absent and not required).
+
+    The content must be UTF-8 (ASCII in practice); ``lenient_text`` replaces
+    undecodable bytes instead (the kernel command line may hold any bytes).
+    """
     try:
-        with open(path, 'r') as handle:
-            return handle.read().strip()
+        with open(path, 'rb') as handle:
+            raw = handle.read()
     except (IOError, OSError) as exc:
         if not required and getattr(exc, 'errno', None) == 2:
             return None
         raise TopologyError('cannot read %s: %s' % (path, exc.strerror or exc))
+    try:
+        text = raw.decode('utf-8', 'replace' if lenient_text else 'strict')
+    except UnicodeDecodeError as exc:
+        raise TopologyError('corrupt %s: byte 0x%02x at offset %d is not text'
+                            % (path, bytearray(raw)[exc.start], exc.start))
+    return clean_kernel_text(text)
 
 
 def _read_cpulist(path, required=True):
@@ -44,19 +68,18 @@ def _read_cpulist(path, required=True):
     if text is None:
         return None
     try:
-        return parse_cpulist(text, path)
+        return parse_kernel_cpulist(text, path)
     except CpuListError as exc:
-        raise TopologyError('corrupt %s: %s' % (path, exc))
+        raise TopologyError('corrupt %s' % exc)
 
 
 def _read_int(path, required=True):
     text = _read(path, required)
     if text is None:
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise TopologyError('corrupt %s: expected an integer, found "%s"' % (path, text[:40]))
+    if not re.match(r'^-?[0-9]+$', text):
+        raise TopologyError('corrupt %s: expected an integer, found "%s"' % (path, show_text(text[:40])))
+    return int(text)
 
 
 def _cpu_topology_of(cpu_dir, cpu):
@@ -123,9 +146,9 @@ def parse_cmdline(cmdline):
 
 def _status_field(path, field):
     text = _read(path)
-    for line in text.splitlines():
+    for line in text.split('\n'):
         if line.startswith(field + ':'):
-            return line.split(':', 1)[1].strip()
+            return clean_kernel_text(line.split(':', 1)[1])
     raise TopologyError('corrupt %s: no %s line' % (path, field))
 
 
@@ -134,9 +157,9 @@ def read_cpus_allowed(pid, proc_root='/proc'):
     path = os.path.join(proc_root, str(pid), 'status')
     text = _status_field(path, 'Cpus_allowed_list')
     try:
-        return parse_cpulist(text, path)
+        return parse_kernel_cpulist(text, '%s: Cpus_allowed_list' % path)
     except CpuListError as exc:
-        raise TopologyError('corrupt %s: %s' % (path, exc))
+        raise TopologyError('corrupt %s' % exc)
 
 
 def read_topology(sysfs_root='/sys', proc_root='/proc'):
@@ -216,7 +239,7 @@ def read_topology(sysfs_root='/sys', proc_root='/proc'):
     if smt_active is None:
         smt_active = int(max(threads) > 1)
 
-    cmdline = _read(os.path.join(proc_root, 'cmdline'))
+    cmdline = _read(os.path.join(proc_root, 'cmdline'), lenient_text=True)
     meminfo_path = os.path.join(proc_root, 'meminfo')
     found = re.search(r'^MemTotal:\s+(\d+)\s*kB', _read(meminfo_path), re.M)
     if not found:

@@ -17,7 +17,11 @@ description:
     C(thread_siblings_list) reports them, so siblings numbered apart (C(0) and C(48)),
     adjacent (C(0) and C(1)), sockets that interleave, holes in C(core_id), SMT4/SMT8,
     no SMT and offline CPUs are all handled alike.
-  - A missing or corrupt sysfs or procfs file fails the module with a message that names the file.
+  - Every file is read as kernels write it - the trailing newline, a trailing NUL byte or NUL
+    padding (Linux 5.15 on Kunpeng 920 ends every C(*_list) file with C(\n\0)) and trailing
+    whitespace are ignored.
+  - A missing or corrupt sysfs or procfs file (anything else that does not parse, such as garbage
+    or a NUL in the middle of a value) fails the module with a message that names the file.
 author:
   - kvmlab maintainers (@kvmlab)
 extends_documentation_fragment:

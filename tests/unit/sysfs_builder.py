@@ -35,20 +35,36 @@ def layout(sockets, cores, threads, numbering='apart', core_ids=None):
     return cpus
 
 
-def _write(path, text):
+def _write_file(path, text, end='\n'):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as handle:
-        handle.write(text + '\n')
+        handle.write(text + end)
+
+
+_write = _write_file  # the old name, for callers outside this file
+
+
+def _is_list_file(path):
+    name = os.path.basename(path)
+    return name.endswith('_list') or name == 'cpulist'
 
 
 def write_tree(root, cpus, offline=(), numa_per_socket=1, smt_control='on', core_types=None,
                cmdline='BOOT_IMAGE=/vmlinuz root=/dev/vda ro quiet', isolated='',
-               pid1=None, mem_kb=16 * 1024 * 1024, extra_absent=()):
+               pid1=None, mem_kb=16 * 1024 * 1024, extra_absent=(), file_end='\n', list_file_end=None):
     """Write sys/ and proc/ under root; returns (sysfs_root, proc_root).
 
     cpus: output of layout(); offline: CPU numbers to mark offline (their
     topology directories are absent, as on a real kernel).
+    file_end: what follows every file's value (the kernel's newline by
+    default; for example ``'\\n\\0'`` or NUL padding); list_file_end: the
+    same for the ``*_list`` and ``node*/cpulist`` files only (Linux 5.15 on
+    Kunpeng 920 writes ``'0\\n\\0'`` there), default file_end.
     """
+    def _write(path, text):  # pylint: disable=redefined-outer-name
+        end = list_file_end if list_file_end is not None and _is_list_file(path) else file_end
+        _write_file(path, text, end)
+
     sysfs = os.path.join(root, 'sys')
     proc = os.path.join(root, 'proc')
     cpu_dir = os.path.join(sysfs, 'devices', 'system', 'cpu')

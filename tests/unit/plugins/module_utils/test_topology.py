@@ -170,3 +170,92 @@ def test_no_numa_directory(tmp_path):
     shutil.rmtree(os.path.join(sysfs, 'devices', 'system', 'node'))
     topo = read_topology(sysfs, proc)
     assert topo['numa_nodes'] == [{'id': 0, 'cpus': '0-7', 'memory_total_bytes': None}]
+
+
+# -- sysfs and procfs as real kernels write them ---------------------------------
+
+def _files(root):
+    for folder, _dirs, names in os.walk(str(root)):
+        for name in names:
+            yield os.path.join(folder, name)
+
+
+def _read_raw(path):
+    with open(path, 'rb') as handle:
+        return handle.read()
+
+
+@pytest.mark.parametrize('name', ['lab_vm', 'm5_metal', 'offline_cpus', 'numa_per_socket', 'hybrid', 'no_smt'])
+def test_kunpeng_nul_terminated_list_files(tmp_path, name):
+    # Linux 5.15 on Kunpeng 920 ends every *_list file with "\n\0"
+    plain = topology(tmp_path / 'plain', name)
+    sysfs, proc = build(tmp_path / 'nul', name, list_file_end='\n\0')
+    lists = [path for path in _files(tmp_path / 'nul') if path.endswith('_list')]
+    assert lists and all(_read_raw(path).endswith(b'\n\x00') for path in lists)
+    assert _read_raw(os.path.join(sysfs, 'devices/system/cpu/cpu0/topology/thread_siblings_list'))[-2:] == b'\n\0'
+    nul = read_topology(sysfs, proc)
+    assert nul == plain
+
+
+@pytest.mark.parametrize('file_end', ['\n\0', '\0', '\0\0\0\0\0\0\0\0', '\n\n', ' \n', '\t\n\0\0', '\n\0\n'])
+def test_every_file_with_harmless_trailing_noise(tmp_path, file_end):
+    plain = topology(tmp_path / 'plain', 'lab_vm', pid1='0-1,4-5', isolated='2-3')
+    sysfs, proc = build(tmp_path / 'noisy', 'lab_vm', pid1='0-1,4-5', isolated='2-3', file_end=file_end)
+    assert _read_raw(os.path.join(proc, 'cmdline')).endswith(file_end.encode())
+    noisy = read_topology(sysfs, proc)
+    assert noisy == plain
+    assert noisy['cmdline'] == 'BOOT_IMAGE=/vmlinuz root=/dev/vda ro quiet'
+    assert noisy['pid1_cpus_allowed'] == '0-1,4-5'
+    assert noisy['cpus']['isolated'] == '2-3'
+    assert noisy['smt'] == {'control': 'on', 'active': True}
+
+
+def test_empty_list_files_with_a_nul(tmp_path):
+    sysfs, proc = build(tmp_path, 'lab_vm', file_end='\n\0')
+    # cpu/isolated and cpu/offline are "\n" (here "\n\0") when nothing is isolated or offline
+    assert _read_raw(os.path.join(sysfs, 'devices/system/cpu/isolated')) == b'\n\0'
+    topo = read_topology(sysfs, proc)
+    assert topo['cpus']['isolated'] == '' and topo['cpus']['offline'] == ''
+
+
+@pytest.mark.parametrize('relative, content, message', [
+    # garbage in the middle is corruption, however the file ends
+    ('sys/devices/system/cpu/online', '0-3\0garbage\n\0',
+     r'^corrupt .*/sys/devices/system/cpu/online: cannot parse "0-3\\0garbage" at character 1'),
+    ('sys/devices/system/cpu/online', '0-3\n4-7\n\0',
+     r'^corrupt .*/sys/devices/system/cpu/online: whitespace \("\\n"\) at character 4 of "0-3\\n4-7"'),
+    ('sys/devices/system/cpu/cpu2/topology/thread_siblings_list', '2,,3\n\0',
+     r'^corrupt .*cpu2/topology/thread_siblings_list: empty item at character 3 of "2,,3"'),
+    ('sys/devices/system/cpu/cpu2/topology/thread_siblings_list', '\0' '2-3\n',
+     r'^corrupt .*cpu2/topology/thread_siblings_list: cannot parse "\\02-3"'),
+    ('sys/devices/system/cpu/cpu3/topology/core_id', '1\0' '7\n',
+     r'^corrupt .*cpu3/topology/core_id: expected an integer, found "1\\07"'),
+    ('sys/devices/system/cpu/cpu3/topology/physical_package_id', '\u0661\n',
+     r'^corrupt .*cpu3/topology/physical_package_id: expected an integer'),
+    ('sys/devices/system/node/node1/cpulist', '4-7\0\0x\0',
+     r'^corrupt .*node1/cpulist: cannot parse "4-7\\0\\0x"'),
+    ('proc/1/status', 'Name:\tsystemd\nCpus_allowed_list:\t0-3 5\n',
+     r'^corrupt .*proc/1/status: Cpus_allowed_list: whitespace \(" "\) at character 4 of "0-3 5"'),
+])
+def test_real_corruption_still_fails_naming_the_file(tmp_path, relative, content, message):
+    sysfs, proc = build(tmp_path, 'lab_vm', file_end='\n\0')
+    with open(os.path.join(str(tmp_path), relative), 'w') as handle:
+        handle.write(content)
+    with pytest.raises(TopologyError, match=message):
+        read_topology(sysfs, proc)
+
+
+def test_binary_garbage_is_named_not_a_traceback(tmp_path):
+    sysfs, proc = build(tmp_path, 'lab_vm')
+    with open(os.path.join(sysfs, 'devices/system/cpu/present'), 'wb') as handle:
+        handle.write(b'0-7\xff\n')
+    with pytest.raises(TopologyError, match=r'corrupt .*cpu/present: byte 0xff at offset 3 is not text'):
+        read_topology(sysfs, proc)
+
+
+def test_cmdline_with_undecodable_bytes_is_read(tmp_path):
+    sysfs, proc = build(tmp_path, 'lab_vm')
+    with open(os.path.join(proc, 'cmdline'), 'wb') as handle:
+        handle.write(b'root=/dev/vda label=\xe9 isolcpus=2-3\n\0')
+    topo = read_topology(sysfs, proc)
+    assert topo['kernel_args']['isolcpus'] == '2-3'

@@ -36,3 +36,23 @@ def test_wrong_root_fails_cleanly(tmp_path):
     result = run_module(cpu_topology_facts.main, {'sysfs_root': str(tmp_path / 'nowhere'), 'proc_root': '/proc'})
     assert result['failed'] is True
     assert 'nowhere/devices/system/cpu/online' in result['msg']
+
+
+def test_kunpeng_nul_terminated_tree_gives_the_same_facts(tmp_path):
+    plain = build(tmp_path / 'plain', 'm5_metal')
+    nul = build(tmp_path / 'nul', 'm5_metal', list_file_end='\n\0')
+    want = run_module(cpu_topology_facts.main, {'sysfs_root': plain[0], 'proc_root': plain[1]})
+    got = run_module(cpu_topology_facts.main, {'sysfs_root': nul[0], 'proc_root': nul[1]})
+    assert got.get('failed') is not True, got.get('msg')
+    assert got['ansible_facts'] == want['ansible_facts']
+
+
+def test_corrupt_list_file_fails_naming_it(tmp_path):
+    sysfs, proc = build(tmp_path, 'lab_vm', list_file_end='\n\0')
+    path = os.path.join(sysfs, 'devices/system/cpu/cpu1/topology/thread_siblings_list')
+    with open(path, 'w') as handle:
+        handle.write('0-1\0\xff\n\0')
+    result = run_module(cpu_topology_facts.main, {'sysfs_root': sysfs, 'proc_root': proc})
+    assert result['failed'] is True
+    assert result['msg'].startswith('cannot gather CPU topology: corrupt %s: cannot parse' % path), result['msg']
+    assert 'Traceback' not in result['msg'] and 'exception' not in result
