@@ -1,6 +1,6 @@
 import pytest
 
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory import (
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory_sizes import (
     SizeError, format_size, parse_size,
 )
 

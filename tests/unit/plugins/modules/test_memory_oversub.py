@@ -8,7 +8,8 @@ import pytest
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory import MANAGED_MARKER
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _memory_files as files
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory_files import MANAGED_MARKER
 from ansible_collections.kvmlab.host_resources.plugins.modules import memory_oversub
 from ansible_collections.kvmlab.host_resources.tests.unit.module_runner import run_module
 
@@ -110,19 +111,19 @@ class FakeHost(object):
             if verb == 'stop':
                 for unit in units:
                     self.active[unit] = 'inactive'
-                if 'systemd-zram-setup@zram0.service' in units or memory_oversub.UNIT_NAME in units:
+                if 'systemd-zram-setup@zram0.service' in units or files.UNIT_NAME in units:
                     self.zram_down()
                 return 0, '', ''
             if verb == 'start':
                 unit = units[0]
                 if unit == 'dev-zram0.swap':
-                    conf = self.read(self.root, memory_oversub.GENERATOR_DROPIN)
+                    conf = self.read(self.root, files.GENERATOR_DROPIN)
                     keys = dict(re.findall(r'^([\w-]+) = (.*)$', conf, re.M))
                     self.zram_up(int(keys['zram-size']) * MIB, keys.get('compression-algorithm'),
                                  int(keys['swap-priority']))
                     self.active.update({'dev-zram0.swap': 'active', 'systemd-zram-setup@zram0.service': 'active'})
-                elif unit == memory_oversub.UNIT_NAME:
-                    text = self.read(self.root, memory_oversub.UNIT_FILE)
+                elif unit == files.UNIT_NAME:
+                    text = self.read(self.root, files.UNIT_FILE)
                     size = int(re.search(r'--size (\d+)', text).group(1))
                     algo = re.search(r'--algorithm (\S+)', text)
                     prio = int(re.search(r'--priority (\d+)', text).group(1))
@@ -190,12 +191,12 @@ def test_apply_on_stock_host(host):
     assert host.sysval('kernel/mm/ksm/run') == '1'
     assert host.sysval('kernel/mm/ksm/pages_to_scan') == '1000'
     assert host.sysval('block/zram0/disksize') == str(WANTED_SIZE)
-    dropin = host.read(host.root, memory_oversub.GENERATOR_DROPIN)
+    dropin = host.read(host.root, files.GENERATOR_DROPIN)
     assert 'zram-size = 1472' in dropin and 'swap-priority = 100' in dropin
     assert 'compression-algorithm = zstd' in dropin
-    tmpfiles = host.read(host.root, memory_oversub.TMPFILES_FILE)
+    tmpfiles = host.read(host.root, files.TMPFILES_FILE)
     assert 'w /sys/kernel/mm/ksm/run - - - - 1' in tmpfiles
-    assert host.read(host.root, memory_oversub.SYSCTL_FILE) is None
+    assert host.read(host.root, files.SYSCTL_FILE) is None
     assert host.commands() == ['systemctl daemon-reload', 'systemctl start -- dev-zram0.swap']
     assert result['rebuilt'] is True
     assert result['verdict'] == 'applied' and result['drifted'] == []
@@ -226,10 +227,10 @@ def test_check_mode_changes_nothing(host):
     result = run(host, check=True, **SEED)
     assert result['changed'] is True
     assert 'zram.rebuild' in result['changes'] and 'thp.enabled' in result['changes']
-    assert os.path.join(host.root, memory_oversub.GENERATOR_DROPIN) in result['changes']
+    assert os.path.join(host.root, files.GENERATOR_DROPIN) in result['changes']
     assert host.commands() == []
     assert {p: host.sysval(p) for p in before} == before
-    assert host.read(host.root, memory_oversub.GENERATOR_DROPIN) is None
+    assert host.read(host.root, files.GENERATOR_DROPIN) is None
     assert result['verdict'] == 'stock'
     assert len(result['diff']) == 3  # live values, drop-in, tmpfiles
 
@@ -270,7 +271,7 @@ def test_rebuild_refused_when_swapped_data_does_not_fit(host):
     assert 'refusing to rebuild /dev/zram0' in result['msg']
     assert 'would not fit back into memory' in result['msg']
     assert host.commands() == []
-    assert 'swap-priority = 100' in host.read(host.root, memory_oversub.GENERATOR_DROPIN)
+    assert 'swap-priority = 100' in host.read(host.root, files.GENERATOR_DROPIN)
 
 
 def test_unit_backend_without_generator(tmp_path, monkeypatch):
@@ -279,9 +280,9 @@ def test_unit_backend_without_generator(tmp_path, monkeypatch):
     result = run(fake, **SEED)
     assert result.get('failed') is not True, result.get('msg')
     assert result['zram']['backend'] == 'unit'
-    unit = fake.read(fake.root, memory_oversub.UNIT_FILE)
+    unit = fake.read(fake.root, files.UNIT_FILE)
     assert 'ExecStart=/usr/bin/swapon --priority 100 --discard /dev/zram0' in unit
-    assert fake.read(fake.root, memory_oversub.UNIT_WANTS).endswith('Wants=kvmlab-zram-swap.service\n')
+    assert fake.read(fake.root, files.UNIT_WANTS).endswith('Wants=kvmlab-zram-swap.service\n')
     assert fake.commands() == ['systemctl daemon-reload', 'systemctl start -- kvmlab-zram-swap.service']
     assert result['verdict'] == 'applied'
     fake.calls = []
@@ -298,8 +299,8 @@ def test_backend_switch_rebuilds_through_the_new_backend(tmp_path, monkeypatch):
     assert result['zram']['backend'] == 'zram-generator'
     assert result['rebuilt'] is True
     assert fake.commands()[0] == 'systemctl stop -- kvmlab-zram-swap.service'
-    assert fake.read(fake.root, memory_oversub.UNIT_FILE) is None
-    assert fake.read(fake.root, memory_oversub.GENERATOR_DROPIN) is not None
+    assert fake.read(fake.root, files.UNIT_FILE) is None
+    assert fake.read(fake.root, files.GENERATOR_DROPIN) is not None
 
 
 def test_explicit_generator_backend_missing_fails(tmp_path, monkeypatch):
@@ -317,13 +318,15 @@ def test_snapshot_is_root_only_and_never_overwritten(host):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
     data = json.load(open(path))
-    assert data['live']['thp'] == {'enabled': 'always', 'defrag': 'madvise'}
-    assert data['live']['ksm'] == {'run': 0, 'pages_to_scan': 100, 'sleep_millisecs': 20,
-                                   'merge_across_nodes': 1}
-    assert data['live']['sysctl'] == {'vm.swappiness': 60, 'vm.page-cluster': 3}
-    assert data['zram_generator_installed'] is True
-    dropin = os.path.join(host.root, memory_oversub.GENERATOR_DROPIN)
-    assert data['files'][dropin] == {'exists': False, 'content': None, 'mode': None}
+    assert (data['schema'], data['version'], data['layer']) == ('kvmlab.host_resources/snapshot', 2, 'memory')
+    assert data['values']['thp'] == {'enabled': 'always', 'defrag': 'madvise'}
+    assert data['values']['ksm'] == {'run': 0, 'pages_to_scan': 100, 'sleep_millisecs': 20,
+                                     'merge_across_nodes': 1}
+    assert data['values']['sysctl'] == {'vm.swappiness': 60, 'vm.page-cluster': 3}
+    assert data['values']['zram_generator_installed'] is True
+    dropin = os.path.join(host.root, files.GENERATOR_DROPIN)
+    assert data['files'][dropin] == {'exists': False}
+    assert data['dirs'][os.path.dirname(path)] == {'exists': False}
     run(host, **SEED)
     again = run(host, state='snapshot', snapshot_path=path, **SEED)
     assert again['changed'] is False and again['snapshot_written'] is False
@@ -339,8 +342,8 @@ def test_snapshot_check_mode_writes_nothing(host):
 
 def test_rollback_restores_snapshot_exactly(host):
     path = os.path.join(host.root, 'var/lib/kvmlab/snapshots/memory.json')
-    host.write(host.root, memory_oversub.TMPFILES_FILE, 'w /sys/kernel/mm/ksm/run - - - - 0\n')
-    os.chmod(os.path.join(host.root, memory_oversub.TMPFILES_FILE), 0o640)
+    host.write(host.root, files.TMPFILES_FILE, 'w /sys/kernel/mm/ksm/run - - - - 0\n')
+    os.chmod(os.path.join(host.root, files.TMPFILES_FILE), 0o640)
     run(host, state='snapshot', snapshot_path=path, **SEED)
     run(host, **seed(sysctl={'vm.swappiness': 100}))
     assert host.sysval('kernel/mm/ksm/run') == '1'
@@ -356,11 +359,11 @@ def test_rollback_restores_snapshot_exactly(host):
     assert host.sysval('kernel/mm/ksm/run') == '0'
     assert host.sysval('kernel/mm/ksm/pages_to_scan') == '100'
     assert host.read(host.proc, 'sys/vm/swappiness').strip() == '60'
-    assert host.read(host.root, memory_oversub.GENERATOR_DROPIN) is None
-    assert host.read(host.root, memory_oversub.SYSCTL_FILE) is None
+    assert host.read(host.root, files.GENERATOR_DROPIN) is None
+    assert host.read(host.root, files.SYSCTL_FILE) is None
     assert not os.path.isdir(os.path.join(host.root, 'etc/systemd/zram-generator.conf.d'))
-    tmpfiles = os.path.join(host.root, memory_oversub.TMPFILES_FILE)
-    assert host.read(host.root, memory_oversub.TMPFILES_FILE) == 'w /sys/kernel/mm/ksm/run - - - - 0\n'
+    tmpfiles = os.path.join(host.root, files.TMPFILES_FILE)
+    assert host.read(host.root, files.TMPFILES_FILE) == 'w /sys/kernel/mm/ksm/run - - - - 0\n'
     assert stat.S_IMODE(os.stat(tmpfiles).st_mode) == 0o640
     assert host.commands() == [
         'systemctl stop -- dev-zram0.swap systemd-zram-setup@zram0.service',
@@ -372,7 +375,7 @@ def test_rollback_restores_snapshot_exactly(host):
     assert not os.path.exists(path)
     assert not os.path.exists(os.path.dirname(path))  # created by the snapshot, removed with it
     assert os.path.isdir(os.path.join(host.root, 'var/lib/kvmlab'))
-    assert result['snapshot']['live']['thp']['enabled'] == 'always'
+    assert result['snapshot']['values']['thp']['enabled'] == 'always'
     assert result['verdict'] == 'restored'
     host.calls = []
     again = run(host, state='absent', snapshot_path=path)
@@ -397,12 +400,12 @@ def test_rollback_rebuilds_a_zram_device_that_existed(host):
 
 def test_rollback_without_snapshot_removes_only_our_files(host):
     run(host, **SEED)
-    host.write(host.root, memory_oversub.SYSCTL_FILE, 'vm.swappiness = 10\n')  # not ours
+    host.write(host.root, files.SYSCTL_FILE, 'vm.swappiness = 10\n')  # not ours
     result = run(host, state='absent', snapshot_path=os.path.join(host.root, 'none.json'))
     assert result['changed'] is True
-    assert host.read(host.root, memory_oversub.GENERATOR_DROPIN) is None
-    assert host.read(host.root, memory_oversub.TMPFILES_FILE) is None
-    assert host.read(host.root, memory_oversub.SYSCTL_FILE) == 'vm.swappiness = 10\n'
+    assert host.read(host.root, files.GENERATOR_DROPIN) is None
+    assert host.read(host.root, files.TMPFILES_FILE) is None
+    assert host.read(host.root, files.SYSCTL_FILE) == 'vm.swappiness = 10\n'
     assert host.sysval('kernel/mm/transparent_hugepage/enabled') == 'madvise'
     assert any('no snapshot' in m for m in result['messages'])
     assert 'systemctl stop -- dev-zram0.swap systemd-zram-setup@zram0.service' in host.commands()
@@ -476,7 +479,7 @@ def test_zram_disabled_tears_down_ours(host):
     result = run(host, zram={'enabled': False}, thp=SEED['thp'], ksm=SEED['ksm'])
     assert result['changed'] is True
     assert 'zram.teardown' in result['changes']
-    assert host.read(host.root, memory_oversub.GENERATOR_DROPIN) is None
+    assert host.read(host.root, files.GENERATOR_DROPIN) is None
     assert not any(s[0] == '/dev/zram0' for s in host.swaps)
     assert run(host, zram={'enabled': False}, thp=SEED['thp'], ksm=SEED['ksm'])['changed'] is False
 
@@ -486,7 +489,7 @@ def test_sysctl_applied_and_persisted(host):
     assert result['changed'] is True
     assert host.read(host.proc, 'sys/vm/swappiness').strip() == '100'
     assert host.read(host.proc, 'sys/vm/page-cluster').strip() == '0'
-    assert host.read(host.root, memory_oversub.SYSCTL_FILE).startswith(MANAGED_MARKER)
+    assert host.read(host.root, files.SYSCTL_FILE).startswith(MANAGED_MARKER)
 
 
 def test_bad_values_fail_cleanly(host):
@@ -502,3 +505,61 @@ def test_missing_thp_file_fails_with_path(host):
     result = run(host, thp={'enabled': 'madvise'})
     assert result['failed'] is True
     assert 'transparent_hugepage/enabled' in result['msg']
+
+
+def as_release_1(data, path):
+    """The snapshot ``data`` in the form release 0.1 wrote it (``format: 1``, plain content, dirs as booleans)."""
+    import base64
+    old_files = {}
+    for name, rec in data['files'].items():
+        old_files[name] = ({'exists': True, 'content': base64.b64decode(rec['content_b64']).decode(),
+                            'mode': rec['mode']} if rec['exists'] else {'exists': False, 'content': None, 'mode': None})
+    values = dict(data['values'])
+    installed = values.pop('zram_generator_installed')
+    return {'format': 1, 'module': 'kvmlab.host_resources.memory_oversub', 'taken_at': data['created'],
+            'live': values, 'files': old_files,
+            'dirs': dict((d, r['exists']) for d, r in data['dirs'].items() if d != os.path.dirname(path)),
+            'zram_generator_installed': installed, 'snapshot_dir_created': os.path.dirname(path)}
+
+
+def test_rollback_from_a_release_1_snapshot(host):
+    path = os.path.join(host.root, 'var/lib/kvmlab/snapshots/memory.json')
+    host.write(host.root, files.TMPFILES_FILE, 'w /sys/kernel/mm/ksm/run - - - - 0\n')
+    run(host, state='snapshot', snapshot_path=path, **SEED)
+    old = as_release_1(json.load(open(path)), path)
+    with open(path, 'w') as handle:
+        json.dump(old, handle)
+    run(host, **seed(sysctl={'vm.swappiness': 100}))
+    result = run(host, state='absent', snapshot_path=path)
+    assert result.get('failed') is not True, result.get('msg')
+    assert result['verdict'] == 'restored'
+    assert result['snapshot']['migrated_from'] == 'memory_oversub format 1'
+    assert host.sysval('kernel/mm/transparent_hugepage/enabled') == 'always'
+    assert host.read(host.proc, 'sys/vm/swappiness').strip() == '60'
+    assert host.read(host.root, files.TMPFILES_FILE) == 'w /sys/kernel/mm/ksm/run - - - - 0\n'
+    assert host.read(host.root, files.GENERATOR_DROPIN) is None
+    assert not os.path.exists(os.path.dirname(path))
+
+
+@pytest.mark.parametrize('text, problem', [
+    ('{"schema": "kvmlab.host_resources/snapshot", "version": 2, "layer": "mem', 'truncated'),
+    ('', 'empty file'),
+    ('not json at all', 'not JSON'),
+    ('{"schema": "kvmlab.host_resources/snapshot", "version": 2, "layer": "contention", "files": {}, "dirs": {}}',
+     'a snapshot of the contention layer, not of memory'),
+    ('{"schema": "kvmlab.host_resources/snapshot", "version": 2, "layer": "memory", "files": {}, "dirs": {},'
+     ' "values": {}}', 'values.thp is missing'),
+])
+def test_bad_snapshot_fails_naming_the_file_and_changes_nothing(host, text, problem):
+    run(host, **SEED)
+    path = os.path.join(host.root, 'snap.json')
+    with open(path, 'w') as handle:
+        handle.write(text)
+    host.calls = []
+    result = run(host, state='absent', snapshot_path=path)
+    assert result['failed'] is True
+    assert result['msg'].startswith(path + ': ') and problem in result['msg']
+    assert host.commands() == []
+    assert host.sysval('kernel/mm/transparent_hugepage/enabled') == 'madvise'
+    assert host.read(host.root, files.GENERATOR_DROPIN) is not None
+    assert open(path).read() == text
