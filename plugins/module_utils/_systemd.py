@@ -633,3 +633,83 @@ def cgroup_mismatches(wanted, cgroup):
         if cgroup['cpuset_cpus'] != wanted['AllowedCPUs']:
             bad['AllowedCPUs'] = (wanted['AllowedCPUs'], cgroup['cpuset_cpus'])
     return bad
+
+
+# ---------------------------------------------------------------------------
+# snapshot and exact restore (the records are _snapshot's; these are the values)
+
+#: The layer name of the snapshots ``systemd_slice_weight`` writes.
+SNAPSHOT_LAYER = 'systemd_slice_weight'
+
+
+def unit_paths(name, unit_dir, dropin_name=DEFAULT_DROPIN):
+    """``(unit file, drop-in)`` the module may write for a persistent unit."""
+    return os.path.join(unit_dir, name), os.path.join(unit_dir, name + '.d', dropin_name)
+
+
+def unit_record(mode, show, cgroup):
+    """What a snapshot keeps of one unit's live state: mode, active, properties, own cpuset."""
+    return {
+        'mode': mode,
+        'active': is_active(show),
+        'properties': live_properties(show),
+        'cgroup_cpuset_cpus': (cgroup or {}).get('cpuset_cpus'),
+    }
+
+
+def restore_unit_plan(name, recorded, show, populated=None):
+    """What brings one unit's live state back to its record, before and after the reload.
+
+    Returns ``{'stop': bool, 'start': bool, 'runtime_set': {prop: value}}``:
+    a persistent unit that was inactive and is active now is stopped when
+    its cgroup is empty (``populated`` False); one that was active is
+    started again; a live-only unit that still exists gets its recorded
+    properties back with ``set-property --runtime``.
+    """
+    plan = {'stop': False, 'start': False, 'runtime_set': {}}
+    current = live_properties(show)
+    active = is_active(show)
+    if recorded.get('mode') == 'runtime':
+        exists = show.get('LoadState') == 'loaded' and (active or show.get('Transient') == 'yes')
+        if exists:
+            want = recorded.get('properties') or {}
+            plan['runtime_set'] = dict((key, want[key]) for key in RESETTABLE_PROPERTIES
+                                       if key in want and current.get(key, '') != want[key])
+        return plan
+    if not recorded.get('active') and active and populated is False:
+        plan['stop'] = True
+    elif recorded.get('active') and not active:
+        plan['start'] = True
+    return plan
+
+
+def cgroup_cpuset_fix(recorded, show, cgroup):
+    """The cpuset.cpus to write back when systemd reset AllowedCPUs but the kernel kept it.
+
+    systemd leaves a cgroup's ``cpuset.cpus`` as it was when AllowedCPUs is
+    reset while the cpuset controller stays enabled (other cgroups need it):
+    the unit then stays confined although systemd reports no restriction.
+    Returns the recorded text to write, or None when nothing is to fix.
+    """
+    want = recorded.get('cgroup_cpuset_cpus')
+    have = (cgroup or {}).get('cpuset_cpus')
+    if want is None or have is None or want == have:
+        return None
+    if live_properties(show).get('AllowedCPUs', '') != (recorded.get('properties') or {}).get('AllowedCPUs', ''):
+        return None  # systemd itself does not hold the recorded value: not a stale kernel value
+    return want
+
+
+def restore_mismatches(recorded, show, cgroup):
+    """What is still not as recorded after a restore: ``{what: (recorded, live)}``."""
+    bad = {}
+    want = recorded.get('properties') or {}
+    have = live_properties(show)
+    for key in RESETTABLE_PROPERTIES:
+        if key in want and have.get(key, '') != want[key]:
+            bad[key] = (want[key], have.get(key, ''))
+    rec_cpus = recorded.get('cgroup_cpuset_cpus')
+    now_cpus = (cgroup or {}).get('cpuset_cpus')
+    if rec_cpus is not None and now_cpus is not None and rec_cpus != now_cpus:
+        bad['cpuset.cpus'] = (rec_cpus, now_cpus)
+    return bad

@@ -38,6 +38,19 @@ description:
     or drop-in, and reloads systemd. For a live-only unit it resets the
     properties to systemd's defaults (C(Name=) with an empty value); a
     live-only unit that no longer exists is fine.
+  - B(Snapshot.) With O(snapshot_path), O(state=present) first records, once, every unit's unit
+    file and drop-in paths (whether they exist, mode, owner, content), their drop-in directories,
+    and the live state of every unit (active, the managed properties, the cgroup's own
+    C(cpuset.cpus)), in the collection's snapshot format (root only; never overwritten).
+    O(state=restored) brings that back exactly and removes the snapshot. Files are written back or
+    removed, with one C(daemon-reload), slices that were inactive stopped when empty and those that were
+    active started, live-only units given their recorded properties again, a C(cpuset.cpus) that the
+    kernel kept after systemd reset C(AllowedCPUs) written back, and drop-in directories the apply
+    made removed when empty. What still differs afterwards is returned in RV(not_restored) and warned
+    about. Without a snapshot at O(snapshot_path), O(state=restored) changes nothing.
+  - O(state=absent) also clears a persistent unit's C(cpuset.cpus) that the kernel kept after systemd
+    reset its C(AllowedCPUs) (systemd leaves it while the cpuset controller stays enabled for other
+    cgroups, so the slice would stay confined).
   - All units are read with one C(systemctl show) and all files are applied
     with one C(daemon-reload); every argument is checked (weight range, quota
     and cpulist syntax, CPUs online, unit names, units that must exist) before
@@ -61,10 +74,11 @@ attributes:
 options:
   units:
     description:
-      - The units to manage, all handled in one call.
+      - The units to manage, all handled in one call. Required unless O(state=restored), which takes
+        the units from the snapshot and ignores this list.
     type: list
     elements: dict
-    required: true
+    default: []
     suboptions:
       name:
         description:
@@ -111,11 +125,17 @@ options:
         choices: [present, absent]
   state:
     description:
-      - V(present) defines and applies the settings; V(absent) removes what the module made
-        (see the description above).
+      - V(present) defines and applies the settings (after the snapshot, with O(snapshot_path));
+        V(absent) removes what the module made; V(restored) restores the snapshot at O(snapshot_path)
+        and removes it (see the description above).
     type: str
-    choices: [present, absent]
+    choices: [present, absent, restored]
     default: present
+  snapshot_path:
+    description:
+      - The snapshot file. O(state=present) writes it when it does not exist yet (directory 0700, file
+        0600); O(state=restored) restores and removes it (required there).
+    type: path
   unit_dir:
     description:
       - Directory for the unit files and drop-ins the module writes.
@@ -213,6 +233,20 @@ EXAMPLES = r'''
       - name: machine-silver.slice
       - name: machine-bronze.slice
 
+- name: Tier slices with a snapshot of what was there before
+  kvmlab.host_resources.systemd_slice_weight:
+    snapshot_path: /var/lib/kvmlab/snapshots/host-resource-management-slices.json
+    units:
+      - name: machine-gold.slice
+        cpu_weight: 512
+      - name: system.slice
+        allowed_cpus: 0-1,4-5
+
+- name: Put back exactly what was there before
+  kvmlab.host_resources.systemd_slice_weight:
+    state: restored
+    snapshot_path: /var/lib/kvmlab/snapshots/host-resource-management-slices.json
+
 - name: Show the cgroup weight systemd applied
   ansible.builtin.debug:
     msg: "{{ item.name }}: {{ item.cgroup.cpu_weight }}"
@@ -234,10 +268,15 @@ units:
       type: str
       sample: machine-gold.slice
     state:
-      description: The state applied to this unit.
+      description: The state applied to this unit (V(restored) with O(state=restored)).
       returned: always
       type: str
       sample: present
+    recorded:
+      description: With O(state=restored), the unit's record in the snapshot (mode, active, properties, cgroup_cpuset_cpus).
+      returned: when O(state=restored)
+      type: dict
+      sample: {mode: persistent, active: true, properties: {CPUWeight: '', AllowedCPUs: ''}, cgroup_cpuset_cpus: ''}
     mode:
       description: V(persistent) (unit file or drop-in, then daemon-reload) or V(runtime) (C(set-property --runtime) only).
       returned: always
@@ -386,6 +425,62 @@ cgroup_root:
   returned: always
   type: str
   sample: /sys/fs/cgroup
+snapshot:
+  description: The snapshot at O(snapshot_path); V(null) without O(snapshot_path) (and with O(state=restored) when there is none).
+  returned: always
+  type: dict
+  contains:
+    path:
+      description: O(snapshot_path).
+      type: str
+      returned: always
+    exists:
+      description: Whether it exists after the run.
+      type: bool
+      returned: always
+    written:
+      description: Whether this run wrote it (in check mode, would write it).
+      type: bool
+      returned: always
+    removed:
+      description: Whether this run removed it (O(state=restored)).
+      type: bool
+      returned: always
+    created:
+      description: When it was taken.
+      type: str
+      returned: always
+    units:
+      description: The units it records.
+      type: list
+      elements: str
+      returned: always
+  sample: {path: /var/lib/kvmlab/snapshots/host-resource-management-slices.json, exists: true, written: true,
+           removed: false, created: '2026-12-02T10:00:00Z', units: [machine-gold.slice, system.slice]}
+not_restored:
+  description: >-
+    With O(state=restored), what still differs from the snapshot per unit after the restore:
+    property (or C(cpuset.cpus)) to C(recorded) and C(live). Empty when everything came back.
+  returned: when O(state=restored)
+  type: dict
+  sample: {system.slice: {cpuset.cpus: {recorded: '', live: 0-1}}}
+files:
+  description: With O(state=restored), every recorded file and what was done (V(write), V(remove), V(keep)).
+  returned: when O(state=restored) and a snapshot exists
+  type: list
+  elements: dict
+  sample: [{path: /etc/systemd/system/machine-gold.slice, action: remove}]
+dirs_removed:
+  description: With O(state=restored), the directories removed (empty ones the apply had made).
+  returned: when O(state=restored) and a snapshot exists
+  type: list
+  elements: str
+  sample: [/etc/systemd/system/system.slice.d]
+msg:
+  description: With O(state=restored) and no snapshot, says so.
+  returned: when O(state=restored) and there is no snapshot
+  type: str
+  sample: 'no snapshot at /var/lib/kvmlab/snapshots/x.json: nothing to restore'
 '''
 
 import os
@@ -394,6 +489,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _snapshot as snap
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import (
     CpuListError,
     parse_cpulist,
@@ -402,8 +498,10 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._systemd imp
     DEFAULT_DROPIN,
     DEFAULT_HEADER,
     RESETTABLE_PROPERTIES,
+    SNAPSHOT_LAYER,
     SystemdConfigError,
     assignments,
+    cgroup_cpuset_fix,
     cgroup_mismatches,
     cgroup_populated,
     detect_cgroup_root,
@@ -413,7 +511,11 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._systemd imp
     plan_unit,
     property_changes,
     read_cgroup_values,
+    restore_mismatches,
+    restore_unit_plan,
     show_command,
+    unit_paths,
+    unit_record,
     validate_name,
     wanted_properties,
 )
@@ -653,7 +755,187 @@ class SliceWeight(object):
                               'before': plan.before_text or '', 'after': plan.content or ''})
         return diffs
 
+    # -- snapshot and exact restore ---------------------------------------
+
+    def write_cgroup_cpuset(self, control_group, text):
+        path = os.path.join(self.cgroup_root, (control_group or '').lstrip('/'), 'cpuset.cpus')
+        try:
+            with open(path, 'w') as handle:
+                handle.write((text or '') + '\n')
+        except (IOError, OSError) as exc:
+            self.fail('cannot write %s: %s' % (path, to_native(exc)))
+
+    def take_snapshot(self, plans, shows):
+        """Record the units' files and live state once, before anything changes."""
+        path = self.params['snapshot_path']
+        if not path:
+            return None
+        info = {'path': path, 'exists': True, 'written': False, 'removed': False}
+        if os.path.lexists(path):
+            try:
+                data = snap.load(path, SNAPSHOT_LAYER)
+            except snap.SnapshotError as exc:
+                self.fail('cannot use the snapshot: %s' % to_native(exc))
+            info.update(created=data.get('created'), units=sorted((data['values'].get('units') or {})))
+            return info
+        files = []
+        dirs = []
+        values = {}
+        for plan in plans:
+            show = shows[plan.name]
+            values[plan.name] = unit_record(plan.mode, show,
+                                            read_cgroup_values(show.get('ControlGroup'), self.cgroup_root))
+            if plan.mode == 'persistent':
+                unit_path, dropin_path = unit_paths(plan.name, self.unit_dir, self.params['dropin_name'])
+                files.extend([unit_path, dropin_path])
+                dirs.append(os.path.dirname(dropin_path))
+        snap_dir = os.path.dirname(path)
+        for directory in (snap_dir, os.path.dirname(snap_dir)):
+            if directory not in dirs and directory != '/':
+                dirs.append(directory)
+        try:
+            data = snap.capture(SNAPSHOT_LAYER, files=files, dirs=dirs, values={'units': values})
+        except snap.SnapshotError as exc:
+            self.fail('cannot take the snapshot: %s' % to_native(exc))
+        info.update(written=True, created=data['created'], units=sorted(values))
+        if not self.module.check_mode:
+            try:
+                info['written'] = snap.save(path, data)
+            except snap.SnapshotError as exc:
+                self.fail('cannot write the snapshot: %s' % to_native(exc))
+        return info
+
+    def fix_stale_cpusets(self, plans, before_shows, after_shows):
+        """After state=absent: clear cpuset.cpus the kernel kept although systemd reset AllowedCPUs."""
+        fixed = {}
+        for plan in plans:
+            if plan.state != 'absent' or plan.mode != 'persistent' or 'AllowedCPUs' not in plan.changes:
+                continue
+            before = read_cgroup_values(before_shows[plan.name].get('ControlGroup'), self.cgroup_root)
+            show = after_shows[plan.name]
+            record = {'properties': {'AllowedCPUs': ''}, 'cgroup_cpuset_cpus': ''}
+            after = read_cgroup_values(show.get('ControlGroup'), self.cgroup_root)
+            if after.get('cpuset_cpus') and after.get('cpuset_cpus') == before.get('cpuset_cpus') \
+                    and cgroup_cpuset_fix(record, show, after) is not None:
+                self.write_cgroup_cpuset(show.get('ControlGroup'), '')
+                fixed[plan.name] = after['cpuset_cpus']
+        return fixed
+
+    def restored(self):
+        """state=restored: bring the snapshot back exactly, then remove it."""
+        path = self.params['snapshot_path']
+        if not path:
+            self.fail('state=restored needs snapshot_path')
+        check_mode = self.module.check_mode
+        result = {'changed': False, 'units': [], 'commands': [], 'cgroup_root': self.cgroup_root,
+                  'snapshot': None, 'not_restored': {}}
+        if not os.path.lexists(path):
+            result['msg'] = 'no snapshot at %s: nothing to restore' % path
+            self.module.exit_json(**result)
+        try:
+            data = snap.load(path, SNAPSHOT_LAYER)
+            current_files, current_dirs = snap.read_current(data)
+        except snap.SnapshotError as exc:
+            self.fail('cannot use the snapshot: %s' % to_native(exc))
+        records = data['values'].get('units') or {}
+        if not isinstance(records, dict):
+            self.fail('%s: values.units must map unit names to records' % path)
+        names = sorted(records)
+        shows = self.show(names)
+        file_plan = snap.file_restore_plan(data, current_files)
+        dir_plan = snap.dir_restore_plan(data, current_dirs)
+        touched = [a for a in file_plan if a['action'] != 'keep']
+        unit_plans = {}
+        for name in names:
+            show = shows[name]
+            populated = cgroup_populated(show.get('ControlGroup'), self.cgroup_root)
+            unit_plans[name] = restore_unit_plan(name, records[name], show, populated)
+        commands = []
+        stop = [n for n in names if unit_plans[n]['stop']]
+        if stop:
+            commands.append([self.systemctl, 'stop', '--'] + stop)
+        if touched:
+            commands.append([self.systemctl, 'daemon-reload'])
+        start = [n for n in names if unit_plans[n]['start']]
+        if start:
+            commands.append([self.systemctl, 'start', '--'] + start)
+        for name in names:
+            if unit_plans[name]['runtime_set']:
+                commands.append([self.systemctl, 'set-property', '--runtime', '--', name]
+                                + assignments(unit_plans[name]['runtime_set']))
+        after_shows = shows
+        fixed = {}
+        if not check_mode:
+            rest = list(commands)
+            if rest and rest[0][1] == 'stop':
+                self.commands.append(rest[0])
+                self.run(rest.pop(0))
+            try:
+                snap.apply_file_plan(file_plan)
+            except snap.SnapshotError as exc:
+                self.fail(to_native(exc))
+            for args in rest:
+                self.commands.append(args)
+                self.run(args)
+            after_shows = self.show(names) if names else {}
+            for name in names:
+                show = after_shows[name]
+                cgroup = read_cgroup_values(show.get('ControlGroup'), self.cgroup_root)
+                want = cgroup_cpuset_fix(records[name], show, cgroup)
+                if want is not None:
+                    self.write_cgroup_cpuset(show.get('ControlGroup'), want)
+                    fixed[name] = {'before': cgroup['cpuset_cpus'], 'after': want}
+        else:
+            self.commands = commands
+        units = []
+        not_restored = {}
+        for name in names:
+            show = after_shows[name]
+            cgroup = read_cgroup_values(show.get('ControlGroup'), self.cgroup_root)
+            actions = [' '.join(c[1:]) for c in commands if name in c]
+            if name in fixed:
+                actions.append('write cgroup cpuset.cpus "%s"' % fixed[name]['after'])
+            bad = {} if check_mode else restore_mismatches(records[name], show, cgroup)
+            if bad:
+                not_restored[name] = dict((k, {'recorded': v[0], 'live': v[1]}) for k, v in bad.items())
+            units.append({'name': name, 'state': 'restored', 'mode': records[name].get('mode'),
+                          'definition': None, 'path': None, 'changes': {}, 'in_sync': not bad,
+                          'warnings': [], 'actions': actions, 'changed': bool(actions),
+                          'properties': live_properties(show), 'systemd': show, 'cgroup': cgroup,
+                          'recorded': records[name]})
+        removed_dirs = []
+        if not check_mode:
+            try:
+                snap.discard(path)
+                removed_dirs = snap.apply_dir_plan(dir_plan)
+            except snap.SnapshotError as exc:
+                self.fail(to_native(exc))
+        result.update(changed=True, units=units, commands=self.commands, not_restored=not_restored,
+                      files=[{'path': a['path'], 'action': a['action']} for a in file_plan],
+                      dirs_removed=removed_dirs,
+                      snapshot={'path': path, 'exists': False, 'written': False, 'removed': True,
+                                'created': data.get('created'), 'units': names})
+        if self.module._diff:
+            diffs = []
+            for action in touched:
+                before = snap.file_content(current_files.get(action['path'])) or b''
+                after = b'' if action['action'] == 'remove' else \
+                    snap.file_content({'exists': True, 'content_b64': action['content_b64']})
+                diffs.append({'before_header': action['path'], 'after_header': action['path'],
+                              'before': before.decode('utf-8', 'replace'),
+                              'after': after.decode('utf-8', 'replace')})
+            result['diff'] = diffs
+        for name, bad in sorted(not_restored.items()):
+            self.module.warn('%s could not be restored exactly: %s' % (name, ', '.join(
+                '%s is "%s", recorded "%s"' % (k, v['live'], v['recorded']) for k, v in sorted(bad.items()))))
+        self.module.exit_json(**result)
+
     def main(self):
+        if self.params['state'] == 'restored':
+            self.restored()
+            return
+        if not self.params['units']:
+            self.fail('units is required with state=%s' % self.params['state'])
         items = self.items()
         names = [item['name'] for item in items]
         shows = self.show(names)
@@ -661,16 +943,24 @@ class SliceWeight(object):
         commands = self.command_list(plans)
         changed = any(plan.changed for plan in plans)
         check_mode = self.module.check_mode
+        snapshot = self.take_snapshot(plans, shows) if self.params['state'] == 'present' else None
         after_shows = shows
+        fixed = {}
         if changed and not check_mode:
             self.execute(plans, commands)
             after_shows = self.show(names)
+            fixed = self.fix_stale_cpusets(plans, shows, after_shows)
         results = [self.unit_result(plan, shows[plan.name], after_shows[plan.name], check_mode)
                    for plan in plans]
+        for unit in results:
+            if unit['name'] in fixed:
+                unit['actions'].append('write cgroup cpuset.cpus "" (was "%s")' % fixed[unit['name']])
+                unit['cgroup'] = read_cgroup_values(unit['systemd'].get('ControlGroup'), self.cgroup_root)
         if check_mode:
             self.commands = commands
+        changed = changed or bool(snapshot and snapshot['written'])
         result = {'changed': changed, 'units': results, 'commands': self.commands,
-                  'cgroup_root': self.cgroup_root}
+                  'cgroup_root': self.cgroup_root, 'snapshot': snapshot}
         if self.module._diff:
             result['diff'] = self.diff(plans, results)
         for unit in results:
@@ -712,8 +1002,9 @@ def main():
     )
     module = AnsibleModule(
         argument_spec=dict(
-            units=dict(type='list', elements='dict', required=True, options=unit_options),
-            state=dict(type='str', default='present', choices=['present', 'absent']),
+            units=dict(type='list', elements='dict', default=[], options=unit_options),
+            state=dict(type='str', default='present', choices=['present', 'absent', 'restored']),
+            snapshot_path=dict(type='path'),
             unit_dir=dict(type='path', default='/etc/systemd/system'),
             dropin_name=dict(type='str', default=DEFAULT_DROPIN),
             foreign_units=dict(type='str', default='dropin', choices=['dropin', 'fail']),
