@@ -685,7 +685,7 @@ def collect(config, host, previous=None, clock_ticks=None, page_size=None):
         uptime = time.monotonic()
     if previous and (previous.get('version') != STATE_VERSION or previous.get('boot_id') != boot_id):
         previous = None
-    interval = uptime - previous['uptime'] if previous and previous.get('uptime') is not None else None
+    interval = round(uptime - previous['uptime'], 3) if previous and previous.get('uptime') is not None else None
     if interval is not None and interval <= 0:
         interval, previous = None, None
 
@@ -841,6 +841,110 @@ def build_families(tiers, tier_seconds, present, running, shares, guests, pools,
          [({}, interval)] if interval is not None else []),
     ]
     return fam
+
+
+# ---------------------------------------------------------------------------
+# Installation (pure; used by the metrics_collector module)
+
+UNIT_HEADER = '# Managed by kvmlab.host_resources.metrics_collector; its state=absent removes this file.'
+COLLECTOR_NAME = 'kvmlab_metrics.py'
+
+
+def config_document(tiers, pools=None, guests=None, busy_threshold_cpus=DEFAULT_BUSY_THRESHOLD,
+                    policy_status_file=None, cgroup_root=DEFAULT_CGROUP_ROOT, libvirt_pid_dir=DEFAULT_PID_DIR):
+    """The collector's configuration as a dict (checked by ``normalize_config``).
+
+    ``tiers`` is ``kvmlab_tiers``-shaped (``slice``, ``cpu_weight``; other
+    keys ignored); ``pools`` the ``cpu_pools`` result (only the four pool
+    cpulists are kept); ``guests`` a ``kvmlab_guests``-shaped list of
+    ``{name, tier}`` or a name -> tier dict.
+    """
+    doc_tiers = {}
+    for name, tier in sorted((tiers or {}).items()):
+        if not isinstance(tier, dict):
+            raise MetricsError('tiers.%s must be a dict with slice and cpu_weight' % name)
+        doc_tiers[name] = {'slice': tier.get('slice') or 'machine-%s.slice' % name,
+                           'weight': tier.get('weight', tier.get('cpu_weight'))}
+    doc_pools = {}
+    for name in POOLS:
+        value = (pools or {}).get(name)
+        if value not in (None, ''):
+            doc_pools[name] = value
+    if isinstance(guests, list):
+        mapping = {}
+        for index, guest in enumerate(guests):
+            if not isinstance(guest, dict) or not guest.get('name'):
+                raise MetricsError('guests[%d] must be a dict with name and tier' % index)
+            if guest.get('tier'):
+                mapping[guest['name']] = guest['tier']
+        guests = mapping
+    doc = {'schema': CONFIG_SCHEMA, 'version': CONFIG_VERSION, 'tiers': doc_tiers, 'pools': doc_pools,
+           'guests': dict(guests or {}), 'busy_threshold_cpus': busy_threshold_cpus,
+           'policy_status_file': policy_status_file, 'cgroup_root': cgroup_root,
+           'libvirt_pid_dir': libvirt_pid_dir}
+    normalize_config(doc)
+    return doc
+
+
+def _unit_path_ok(path):
+    return bool(path) and path.startswith('/') and not re.search(r'[\s"\'\\%$;]', path)
+
+
+def service_unit(python, collector, config_path, output, state_path, writable_dirs):
+    """The oneshot service that runs the collector once."""
+    for path in [python, collector, config_path, output, state_path] + list(writable_dirs):
+        if not _unit_path_ok(path):
+            raise MetricsError('path "%s" must be absolute, without spaces, quotes, %%, $ or ;' % path)
+    return '\n'.join([
+        UNIT_HEADER,
+        '[Unit]',
+        'Description=kvmlab.host_resources metrics collector (node_exporter textfile)',
+        '',
+        '[Service]',
+        'Type=oneshot',
+        'ExecStart=%s -I -S %s --config %s --output %s --state %s' % (python, collector, config_path, output,
+                                                                      state_path),
+        'Nice=10',
+        'IOSchedulingClass=idle',
+        'ProtectSystem=strict',
+        'ReadWritePaths=%s' % ' '.join(sorted(set(writable_dirs))),
+        'ProtectHome=read-only',
+        'PrivateTmp=yes',
+        'PrivateNetwork=yes',
+        'NoNewPrivileges=yes',
+        '',
+    ])
+
+
+def timer_unit(service_name, interval):
+    """The timer that starts the service every ``interval`` seconds (1 s accuracy)."""
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise MetricsError('interval must be a whole number of seconds >= 1, got %r' % (interval,))
+    return '\n'.join([
+        UNIT_HEADER,
+        '[Unit]',
+        'Description=Run the kvmlab.host_resources metrics collector every %d s' % interval,
+        '',
+        '[Timer]',
+        'OnBootSec=%ds' % interval,
+        'OnUnitActiveSec=%ds' % interval,
+        'AccuracySec=1s',
+        'Unit=%s' % service_name,
+        '',
+        '[Install]',
+        'WantedBy=timers.target',
+        '',
+    ])
+
+
+def missing_dirs(path, exists):
+    """``path`` and its ancestors that do not exist (``exists(p)`` says), outermost first."""
+    out = []
+    current = path.rstrip('/') or '/'
+    while current not in ('', '/') and not exists(current):
+        out.insert(0, current)
+        current = os.path.dirname(current)
+    return out
 
 
 # ---------------------------------------------------------------------------
