@@ -379,6 +379,16 @@ def set_affinity(pid, cpus):
     os.sched_setaffinity(pid, cpus)
 
 
+def missing_ancestors(path):
+    """The directories above ``path`` that do not exist (makedirs would create them)."""
+    found = []
+    directory = os.path.dirname(path)
+    while directory and directory != '/' and not os.path.isdir(directory):
+        found.append(directory)
+        directory = os.path.dirname(directory)
+    return found
+
+
 class Failure(Exception):
     def __init__(self, msg, **extra):
         Exception.__init__(self, msg)
@@ -582,8 +592,10 @@ class CpuReserve(object):
                 snapshot = self.load_snapshot()
             else:
                 try:
-                    snapshot = snap.capture(fd.LAYER, files=paths,
-                                            dirs=fd.snapshot_dirs(paths, path),
+                    dirs = fd.snapshot_dirs(paths, path)
+                    for target in paths + [path]:
+                        dirs.extend(d for d in missing_ancestors(target) if d not in dirs)
+                    snapshot = snap.capture(fd.LAYER, files=paths, dirs=dirs,
                                             values={'pid1_cpus_allowed': pid1_before,
                                                     'online_cpus': format_cpulist(online)})
                 except snap.SnapshotError as exc:

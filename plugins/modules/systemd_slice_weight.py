@@ -789,10 +789,11 @@ class SliceWeight(object):
                 unit_path, dropin_path = unit_paths(plan.name, self.unit_dir, self.params['dropin_name'])
                 files.extend([unit_path, dropin_path])
                 dirs.append(os.path.dirname(dropin_path))
-        snap_dir = os.path.dirname(path)
-        for directory in (snap_dir, os.path.dirname(snap_dir)):
-            if directory not in dirs and directory != '/':
-                dirs.append(directory)
+        directory = os.path.dirname(path)
+        while directory and directory != '/' and not os.path.isdir(directory):
+            if directory not in dirs:
+                dirs.append(directory)  # save() creates it
+            directory = os.path.dirname(directory)
         try:
             data = snap.capture(SNAPSHOT_LAYER, files=files, dirs=dirs, values={'units': values})
         except snap.SnapshotError as exc:
