@@ -32,6 +32,8 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist imp
     CpuListError,
     format_cpulist,
     parse_cpulist,
+    parse_kernel_cpulist,
+    parse_systemd_cpulist,
 )
 
 WEIGHT_MIN = 1
@@ -196,7 +198,7 @@ def live_properties(show):
     """
     cpus = show.get('AllowedCPUs', '').strip()
     try:
-        cpus = format_cpulist(parse_cpulist(cpus, 'AllowedCPUs'))
+        cpus = format_cpulist(parse_systemd_cpulist(cpus, 'AllowedCPUs'))
     except CpuListError:
         pass
     weight = parse_weight(show.get('CPUWeight'))
@@ -607,7 +609,7 @@ def read_cgroup_values(control_group, root='/sys/fs/cgroup'):
         text = _read(os.path.join(path, fname))
         if text is not None:
             try:
-                text = format_cpulist(parse_cpulist(text))
+                text = format_cpulist(parse_kernel_cpulist(text, fname))
             except CpuListError:
                 pass
         values[key] = text

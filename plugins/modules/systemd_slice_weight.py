@@ -492,7 +492,7 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _snapshot as snap
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import (
     CpuListError,
-    parse_cpulist,
+    parse_kernel_cpulist,
 )
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._systemd import (
     DEFAULT_DROPIN,
@@ -560,7 +560,7 @@ class SliceWeight(object):
     def online_cpus(self):
         try:
             with open(ONLINE_CPUS_PATH) as handle:
-                return parse_cpulist(handle.read(), ONLINE_CPUS_PATH)
+                return parse_kernel_cpulist(handle.read(), ONLINE_CPUS_PATH)
         except (IOError, OSError, CpuListError) as exc:
             self.fail('cannot read the online CPUs from %s: %s' % (ONLINE_CPUS_PATH, to_native(exc)))
 

@@ -443,3 +443,63 @@ def test_cgroup_mismatches():
         'CPUWeight': ('512', 100)}
     # unset weight is the kernel's 100
     assert sd.cgroup_mismatches({'CPUWeight': ''}, {'cpu_weight': 100}) == {}
+
+
+# -- snapshot and exact restore ------------------------------------------------
+
+def _show_block(active=True, weight='', allowed='', load='loaded', transient='no'):
+    return {'Id': 'x', 'LoadState': load, 'ActiveState': 'active' if active else 'inactive',
+            'Transient': transient, 'CPUAccounting': 'yes', 'CPUWeight': weight or '[not set]',
+            'CPUQuotaPerSecUSec': 'infinity', 'AllowedCPUs': allowed}
+
+
+def _record(mode='persistent', active=False, weight='', allowed='', cpuset=None):
+    return {'mode': mode, 'active': active, 'cgroup_cpuset_cpus': cpuset,
+            'properties': {'CPUAccounting': 'no', 'CPUWeight': weight, 'CPUQuota': '', 'AllowedCPUs': allowed}}
+
+
+def test_unit_paths_and_record():
+    from ansible_collections.kvmlab.host_resources.plugins.module_utils._systemd import unit_paths, unit_record
+    assert unit_paths('system.slice', '/etc/systemd/system') == (
+        '/etc/systemd/system/system.slice', '/etc/systemd/system/system.slice.d/50-kvmlab.conf')
+    record = unit_record('persistent', _show_block(weight='512', allowed='0-1 4-5'), {'cpuset_cpus': '0-1,4-5'})
+    assert record == {'mode': 'persistent', 'active': True, 'cgroup_cpuset_cpus': '0-1,4-5',
+                      'properties': {'CPUAccounting': 'yes', 'CPUWeight': '512', 'CPUQuota': '',
+                                     'AllowedCPUs': '0-1,4-5'}}
+
+
+def test_restore_unit_plan_stops_only_empty_slices_that_were_inactive():
+    from ansible_collections.kvmlab.host_resources.plugins.module_utils._systemd import restore_unit_plan
+    assert restore_unit_plan('g', _record(active=False), _show_block(), populated=False)['stop'] is True
+    assert restore_unit_plan('g', _record(active=False), _show_block(), populated=True)['stop'] is False
+    assert restore_unit_plan('g', _record(active=False), _show_block(), populated=None)['stop'] is False
+    assert restore_unit_plan('g', _record(active=True), _show_block(active=False))['start'] is True
+    plan = restore_unit_plan('g', _record(active=True), _show_block())
+    assert plan == {'stop': False, 'start': False, 'runtime_set': {}}
+
+
+def test_restore_unit_plan_runtime_units():
+    from ansible_collections.kvmlab.host_resources.plugins.module_utils._systemd import restore_unit_plan
+    rec = _record('runtime', True, weight='77')
+    plan = restore_unit_plan('vm.scope', rec, _show_block(weight='512', allowed='0-3', transient='yes'))
+    assert plan['runtime_set'] == {'CPUWeight': '77', 'AllowedCPUs': ''}
+    gone = restore_unit_plan('vm.scope', rec, _show_block(active=False, load='not-found'))
+    assert gone['runtime_set'] == {}
+
+
+def test_cgroup_cpuset_fix_only_for_a_stale_kernel_value():
+    from ansible_collections.kvmlab.host_resources.plugins.module_utils._systemd import cgroup_cpuset_fix
+    rec = _record(cpuset='')
+    assert cgroup_cpuset_fix(rec, _show_block(), {'cpuset_cpus': '0-1'}) == ''
+    assert cgroup_cpuset_fix(rec, _show_block(), {'cpuset_cpus': ''}) is None
+    assert cgroup_cpuset_fix(rec, _show_block(), {'cpuset_cpus': None}) is None
+    # systemd itself still holds AllowedCPUs: not the kernel's doing, leave it
+    assert cgroup_cpuset_fix(rec, _show_block(allowed='0-1'), {'cpuset_cpus': '0-1'}) is None
+    assert cgroup_cpuset_fix(_record(cpuset=None), _show_block(), {'cpuset_cpus': '0-1'}) is None
+
+
+def test_restore_mismatches():
+    from ansible_collections.kvmlab.host_resources.plugins.module_utils._systemd import restore_mismatches
+    assert restore_mismatches(_record(cpuset=''), _show_block(), {'cpuset_cpus': ''}) == {}
+    bad = restore_mismatches(_record(cpuset=''), _show_block(weight='42'), {'cpuset_cpus': '0-1'})
+    assert bad == {'CPUWeight': ('', '42'), 'cpuset.cpus': ('', '0-1')}

@@ -97,7 +97,8 @@ class FakeHost(object):
         return ('Id=%s\nLoadState=loaded\nActiveState=%s\nTransient=no\nFragmentPath=%s\nDropInPaths=\n'
                 'ControlGroup=%s\nCPUAccounting=yes\nCPUWeight=%s\nCPUQuotaPerSecUSec=infinity\nAllowedCPUs=%s\n'
                 % (name, 'active' if unit['active'] else 'inactive', fragment,
-                   unit['cgroup'] if unit['active'] else '', unit['weight'] or '[not set]', unit['allowed']))
+                   unit['cgroup'] if unit['active'] else '', unit['weight'] or '[not set]',
+                   unit['allowed'].replace(',', ' ')))
 
     # -- commands ----------------------------------------------------------
 

@@ -21,6 +21,7 @@ from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.kvmlab.host_resources.plugins.modules import systemd_slice_weight as mod
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _snapshot as snap
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _systemd as sd
 
 SYSTEMCTL = '/usr/bin/systemctl'
@@ -56,6 +57,7 @@ class FakeSystemd(object):
         self.fail_on = None
         self.processes = set()
         self.control = {}
+        self.keep_cpuset = False  # systemd leaves cpuset.cpus when AllowedCPUs is reset
 
     def add_control_dropin(self, name, key, value):
         """What ``systemctl set-property`` without ``--runtime`` leaves in /etc/systemd/system.control."""
@@ -140,6 +142,8 @@ class FakeSystemd(object):
                  if live['CPUQuota'] else 'max 100000',
                  'cpuset.cpus': live['AllowedCPUs'],
                  'cgroup.events': 'populated %d\nfrozen 0' % (name in self.processes)}
+        if self.keep_cpuset and not live['AllowedCPUs'] and os.path.exists(os.path.join(path, 'cpuset.cpus')):
+            del files['cpuset.cpus']
         for fname, text in files.items():
             with open(os.path.join(path, fname), 'w') as handle:
                 handle.write(text + '\n')
@@ -202,7 +206,8 @@ class FakeSystemd(object):
                        'CPUAccounting': live['CPUAccounting'],
                        'CPUWeight': live['CPUWeight'] or '[not set]',
                        'CPUQuotaPerSecUSec': _quota_show(live['CPUQuota']),
-                       'AllowedCPUs': live['AllowedCPUs'], 'SubState': 'active'})
+                       # systemd prints CPU sets with spaces between ranges
+                       'AllowedCPUs': live['AllowedCPUs'].replace(',', ' '), 'SubState': 'active'})
         return '\n'.join('%s=%s' % item for item in values.items()) + '\n'
 
     def changing_calls(self):
@@ -493,3 +498,141 @@ def test_header_is_written(env):
     result = run(env, header='Ansible managed: do not edit\nsecond line', units=[TIERS[0]])
     text = open(result['units'][0]['path']).read()
     assert text.startswith('# Ansible managed: do not edit\n# second line\n')
+
+
+# -- snapshot and exact restore ------------------------------------------------
+
+def cgroup_file(fake, name, fname):
+    path = os.path.join(fake.cgroup_root, fake._cgroup_of(name).lstrip('/'), fname)
+    with open(path) as handle:
+        return handle.read().strip()
+
+
+def tree(root):
+    found = []
+    for base, dirs, files in os.walk(str(root)):
+        for name in dirs + files:
+            found.append(os.path.relpath(os.path.join(base, name), str(root)))
+    return sorted(found)
+
+
+@pytest.fixture
+def snapshot_path(env):
+    return os.path.join(os.path.dirname(env.unit_dir), 'snapshots', 'slices.json')
+
+
+HOST = TIERS[:2] + [{'name': 'system.slice', 'allowed_cpus': '0,2-3'}]
+
+
+def test_snapshot_taken_once_before_changes(env, snapshot_path):
+    env.add_vendor('system.slice')
+    env._load('system.slice')
+    env.units['system.slice']['active'] = True
+    env._sync_cgroup('system.slice')
+    check = run(env, check=True, units=HOST, snapshot_path=snapshot_path)
+    assert check['changed'] is True and check['snapshot']['written'] is True
+    assert not os.path.exists(snapshot_path)
+    result = run(env, units=HOST, snapshot_path=snapshot_path)
+    assert result['snapshot']['written'] is True
+    assert oct(os.stat(snapshot_path).st_mode & 0o777) == '0o600'
+    data = snap.load(snapshot_path, 'systemd_slice_weight')
+    gold = data['values']['units']['machine-gold.slice']
+    assert gold == {'mode': 'persistent', 'active': False, 'cgroup_cpuset_cpus': None,
+                    'properties': {'CPUAccounting': 'no', 'CPUWeight': '', 'CPUQuota': '', 'AllowedCPUs': ''}}
+    assert data['values']['units']['system.slice']['active'] is True
+    assert data['values']['units']['system.slice']['cgroup_cpuset_cpus'] == ''
+    assert data['files'][unit_file(env, 'machine-gold.slice')] == {'exists': False}
+    assert data['dirs'][os.path.join(env.unit_dir, 'system.slice.d')] == {'exists': False}
+    assert data['dirs'][os.path.dirname(snapshot_path)] == {'exists': False}
+    text = open(snapshot_path).read()
+    again = run(env, units=HOST, snapshot_path=snapshot_path)
+    assert again['changed'] is False and again['snapshot']['written'] is False
+    assert open(snapshot_path).read() == text
+
+
+def test_restored_brings_back_the_stock_state_exactly(env, snapshot_path):
+    env.add_vendor('system.slice')
+    env._load('system.slice')
+    env.units['system.slice']['active'] = True
+    env._sync_cgroup('system.slice')
+    env.keep_cpuset = True
+    before = tree(env.unit_dir)
+    run(env, units=HOST, snapshot_path=snapshot_path)
+    assert cgroup_file(env, 'system.slice', 'cpuset.cpus') == '0,2-3'
+
+    check = run(env, check=True, state='restored', snapshot_path=snapshot_path)
+    assert check['changed'] is True and env.changing_calls() == []
+    assert os.path.exists(snapshot_path)
+
+    result = run(env, diff=True, state='restored', snapshot_path=snapshot_path)
+    assert result['changed'] is True
+    assert env.changing_calls() == [['stop', '--', 'machine-gold.slice', 'machine-silver.slice'],
+                                    ['daemon-reload']]
+    assert tree(env.unit_dir) == before
+    assert not os.path.exists(os.path.dirname(snapshot_path))  # made by the apply, empty now
+    # systemd kept the cpuset: the module writes the recorded (inherit) value back
+    assert cgroup_file(env, 'system.slice', 'cpuset.cpus') == ''
+    system = [u for u in result['units'] if u['name'] == 'system.slice'][0]
+    assert 'write cgroup cpuset.cpus ""' in system['actions']
+    assert result['not_restored'] == {}
+    assert env.units['machine-gold.slice']['active'] is False
+    assert sorted(d['before_header'] for d in result['diff']) == sorted(
+        [unit_file(env, 'machine-gold.slice'), unit_file(env, 'machine-silver.slice'),
+         os.path.join(env.unit_dir, 'system.slice.d', '50-kvmlab.conf')])
+
+    nothing = run(env, state='restored', snapshot_path=snapshot_path)
+    assert nothing['changed'] is False and nothing['snapshot'] is None
+    assert 'nothing to restore' in nothing['msg'] and env.changing_calls() == []
+
+
+def test_restored_keeps_a_foreign_unit_file_and_removes_only_ours(env, snapshot_path):
+    path = unit_file(env, 'machine-gold.slice')
+    with open(path, 'w') as handle:
+        handle.write('[Slice]\nCPUWeight=9\n')
+    run(env, units=[TIERS[0]], snapshot_path=snapshot_path)
+    assert os.path.exists(os.path.join(env.unit_dir, 'machine-gold.slice.d', '50-kvmlab.conf'))
+    run(env, state='restored', snapshot_path=snapshot_path)
+    assert open(path).read() == '[Slice]\nCPUWeight=9\n'
+    assert not os.path.exists(os.path.join(env.unit_dir, 'machine-gold.slice.d'))
+    assert env._live(env.units['machine-gold.slice'])['CPUWeight'] == '9'
+
+
+def test_restored_gives_a_scope_its_recorded_properties(env, snapshot_path):
+    env.add_scope('vm.scope')
+    env.units['vm.scope']['runtime'] = {'CPUWeight': '77'}
+    run(env, units=[{'name': 'vm.scope', 'cpu_weight': 512, 'allowed_cpus': '0-3'}], snapshot_path=snapshot_path)
+    run(env, state='restored', snapshot_path=snapshot_path)
+    assert env.changing_calls() == [['set-property', '--runtime', '--', 'vm.scope', 'CPUWeight=77', 'AllowedCPUs=']]
+    assert env._live(env.units['vm.scope'])['CPUWeight'] == '77'
+
+
+def test_restored_reports_what_it_could_not_restore(env, snapshot_path):
+    run(env, units=[TIERS[0]], snapshot_path=snapshot_path)
+    env.add_control_dropin('machine-gold.slice', 'CPUWeight', '42')  # someone else's override
+    result = run(env, state='restored', snapshot_path=snapshot_path)
+    assert result['not_restored'] == {'machine-gold.slice': {'CPUWeight': {'recorded': '', 'live': '42'}}}
+
+
+def test_restored_with_a_bad_snapshot_changes_nothing(env, snapshot_path):
+    run(env, units=[TIERS[0]], snapshot_path=snapshot_path)
+    with open(snapshot_path, 'w') as handle:
+        handle.write('{"schema": "kvmlab.host_resources/snapshot", "version": 2, "layer": "host_res')
+    result = run(env, state='restored', snapshot_path=snapshot_path)
+    assert result['failed'] and snapshot_path in result['msg'] and 'truncated' in result['msg']
+    assert env.changing_calls() == [] and os.path.exists(unit_file(env, 'machine-gold.slice'))
+
+
+def test_absent_clears_a_cpuset_systemd_left_behind(env):
+    env.add_vendor('system.slice')
+    env.keep_cpuset = True
+    run(env, units=[{'name': 'system.slice', 'allowed_cpus': '0-1'}])
+    assert cgroup_file(env, 'system.slice', 'cpuset.cpus') == '0-1'
+    result = run(env, state='absent', units=[{'name': 'system.slice'}])
+    assert cgroup_file(env, 'system.slice', 'cpuset.cpus') == ''
+    assert result['units'][0]['cgroup']['cpuset_cpus'] == ''
+    assert 'write cgroup cpuset.cpus "" (was "0-1")' in result['units'][0]['actions']
+
+
+def test_units_required_unless_restored(env):
+    result = run(env, units=[])
+    assert result['failed'] and 'units is required with state=present' in result['msg']
