@@ -6,6 +6,9 @@ SHELL := /bin/bash
 
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
+# The oldest ansible-core meta/runtime.yml claims (requirements-oldest.txt).
+VENV_OLDEST ?= .venv-oldest
+PY_OLDEST   := $(VENV_OLDEST)/bin/python
 BUILD       := .build
 COLL_LINK   := $(BUILD)/collections/ansible_collections/kvmlab/host_resources
 TEST_TREE   := $(BUILD)/ansible-test/ansible_collections/kvmlab/host_resources
@@ -18,11 +21,11 @@ APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap libvirt-daemon \
 	binutils openssh-client e2fsprogs rsync python3-venv
 
 .PHONY: help deps apt venv collection-link test test-unit test-sanity \
-	test-units test-fast test-molecule test-lint bench lab-up lab-down lab-status demo clean
+	test-units test-fast test-oldest test-molecule test-lint bench lab-up lab-down lab-status demo clean
 
 help:
 	@echo "make demo        build and boot the lab host, apply site.yml, print every layer's status"
-	@echo "make test        unit, sanity, fast libvirt tier and Molecule scenarios (what CI runs)"
+	@echo "make test        unit, sanity, fast libvirt tier, oldest ansible-core and Molecule scenarios (what CI runs)"
 	@echo "make lab-up      boot the lab host (Debian VM with libvirt and three guests)"
 	@echo "make lab-down    stop the lab host and everything it started"
 	@echo "make bench       rerunnable benchmarks (topology facts, pools, libvirt_pin)"
@@ -60,7 +63,7 @@ $(TEST_TREE): FORCE
 	@cd $(TEST_TREE) && git init -q && git add -A
 FORCE:
 
-test: deps test-unit test-sanity test-units test-lint test-fast test-molecule
+test: deps test-unit test-sanity test-units test-lint test-fast test-oldest test-molecule
 
 test-unit: deps
 	$(PY) -m pytest -q tests/unit
@@ -81,7 +84,21 @@ test-lint: deps
 	ansible-lint --offline -q roles playbooks
 
 test-fast: deps
-	$(PY) -m pytest -q tests/integration/playbooks tests/integration/fast
+	$(PY) -m pytest -q tests/integration/packaging tests/integration/playbooks tests/integration/fast
+
+# The unit tier, the plan playbook and the installed-tarball tests under the
+# oldest ansible-core that meta/runtime.yml claims, in a venv of its own.
+$(VENV_OLDEST)/.stamp: requirements-oldest.txt
+	rm -rf $(VENV_OLDEST)
+	python3 -m venv $(VENV_OLDEST)
+	@start=$$(date +%s.%N); $(PY_OLDEST) -m pip install -q -r requirements-oldest.txt && \
+		awk -v a=$$start -v b=$$(date +%s.%N) 'BEGIN { printf "pip install (oldest ansible-core): %.1f s\n", b - a }'
+	touch $@
+
+test-oldest: collection-link $(VENV_OLDEST)/.stamp
+	@$(VENV_OLDEST)/bin/ansible --version | head -n1
+	PATH=$(CURDIR)/$(VENV_OLDEST)/bin:$$PATH $(PY_OLDEST) -m pytest -q -p no:cacheprovider \
+		tests/unit tests/integration/playbooks tests/integration/packaging
 
 test-molecule: deps
 	tools/run-molecule
@@ -103,4 +120,4 @@ demo: lab-up
 	ansible-playbook -i $(LAB_DIR)/inventory.yml playbooks/status.yml
 
 clean: lab-down
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(VENV_OLDEST)
