@@ -42,6 +42,7 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist imp
     parse_cpulist,
     to_cpumap,
 )
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _libvirt_conn as _conn
 
 UNPINNED = 'unpinned'
 SCOPES = ('auto', 'live', 'config', 'both')
@@ -66,11 +67,11 @@ class RequestError(ValueError):
 # ---------------------------------------------------------------------------
 
 def libvirt_message(exc):
-    """The text of a libvirt error (libvirtError.get_error_message), or str(exc)."""
-    try:
-        return exc.get_error_message() or str(exc)
-    except Exception:  # pylint: disable=broad-except
-        return str(exc)
+    """The text of a libvirt error (libvirtError.get_error_message), or str(exc).
+
+    Kept for callers; :mod:`._libvirt_conn` is the home of error translation.
+    """
+    return _conn.error_message(exc)
 
 
 def parse_pin(value, what, online=None):
@@ -561,16 +562,39 @@ def read_domain(dom, want_shares=True):
     return result
 
 
-def apply_changes(conn, dom, changes, host_count):
-    """Carry out planned changes on one domain (libvirt calls).
+class ApplyError(Exception):
+    """A libvirt write refused part-way through :func:`apply_changes`.
+
+    ``step`` says what was being written, ``done`` what this call had written
+    before (both human-readable), ``error`` is the original exception.
+    """
+
+    def __init__(self, step, done, error):
+        Exception.__init__(self, '%s: %s' % (step, _conn.error_message(error)))
+        self.step = step
+        self.done = list(done)
+        self.error = error
+
+
+def _flags_text(flags):
+    return '+'.join(name for name, bit in (('live', AFFECT_LIVE), ('config', AFFECT_CONFIG)) if flags & bit)
+
+
+def _item_name(kind, ident):
+    if kind == 'emulator':
+        return 'emulator_cpuset'
+    return '%s.%d' % ('vcpu_pins' if kind == 'vcpu' else 'iothread_pins', ident)
+
+
+def write_steps(conn, dom, changes, host_count):
+    """The libvirt writes that carry out ``changes``: a list of ``(description, call)``.
 
     Pins wanted identically in both scopes go in one call with
     LIVE|CONFIG; scheduler parameters are set once per scope (libvirt refuses
     both flags together); removals and the partition are one ``defineXML``
-    of the freshly read inactive XML, done last. Returns the number of
-    libvirt write calls made.
+    of the freshly read inactive XML, done last. Nothing is called here.
     """
-    calls = 0
+    steps = []
     pins = {}
     xml_edit = {'vcpu': set(), 'iothread': set(), 'emulator': False, 'shares': False, 'partition': None}
     for change in changes:
@@ -588,8 +612,9 @@ def apply_changes(conn, dom, changes, host_count):
                 xml_edit['shares'] = True
             else:
                 flag = AFFECT_LIVE if scope == 'live' else AFFECT_CONFIG
-                dom.setSchedulerParametersFlags({'cpu_shares': after}, flag)
-                calls += 1
+                steps.append(('cpu_shares (%s) to %d' % (scope, after),
+                              lambda after=after, flag=flag: dom.setSchedulerParametersFlags(
+                                  {'cpu_shares': after}, flag)))
         elif kind == 'partition':
             xml_edit['partition'] = after
     for (kind, ident), by_scope in sorted(pins.items(), key=lambda item: (item[0][0], item[0][1] or 0)):
@@ -601,21 +626,91 @@ def apply_changes(conn, dom, changes, host_count):
         for flags, cpus in groups:
             cpumap = to_cpumap(cpus, host_count)
             if kind == 'vcpu':
-                dom.pinVcpuFlags(ident, cpumap, flags)
+                call = (lambda ident=ident, cpumap=cpumap, flags=flags: dom.pinVcpuFlags(ident, cpumap, flags))
             elif kind == 'iothread':
-                dom.pinIOThread(ident, cpumap, flags)
+                call = (lambda ident=ident, cpumap=cpumap, flags=flags: dom.pinIOThread(ident, cpumap, flags))
             else:
-                dom.pinEmulator(cpumap, flags)
-            calls += 1
+                call = (lambda cpumap=cpumap, flags=flags: dom.pinEmulator(cpumap, flags))
+            steps.append(('%s (%s) to "%s"' % (_item_name(kind, ident), _flags_text(flags), format_cpulist(cpus)),
+                          call))
     if (xml_edit['vcpu'] or xml_edit['iothread'] or xml_edit['emulator'] or xml_edit['shares']
             or xml_edit['partition'] is not None):
-        xml = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
-        conn.defineXML(edit_domain_xml(xml, remove_vcpupins=xml_edit['vcpu'],
-                                       remove_emulatorpin=xml_edit['emulator'],
-                                       remove_iothreadpins=xml_edit['iothread'],
-                                       remove_shares=xml_edit['shares'], partition=xml_edit['partition']))
-        calls += 1
-    return calls
+        edits = (['remove %s' % _item_name('vcpu', ident) for ident in sorted(xml_edit['vcpu'])]
+                 + ['remove %s' % _item_name('iothread', ident) for ident in sorted(xml_edit['iothread'])]
+                 + (['remove emulator_cpuset'] if xml_edit['emulator'] else [])
+                 + (['remove cpu_shares'] if xml_edit['shares'] else []))
+        if xml_edit['partition'] is not None:
+            edits.append('partition "%s"' % xml_edit['partition'] if xml_edit['partition'] else 'remove partition')
+
+        def define(edit=xml_edit):
+            xml = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
+            conn.defineXML(edit_domain_xml(xml, remove_vcpupins=edit['vcpu'], remove_emulatorpin=edit['emulator'],
+                                           remove_iothreadpins=edit['iothread'], remove_shares=edit['shares'],
+                                           partition=edit['partition']))
+        steps.append(('persistent XML (config: %s)' % ', '.join(edits), define))
+    return steps
+
+
+def apply_changes(conn, dom, changes, host_count):
+    """Carry out planned changes on one domain (libvirt calls), in :func:`write_steps` order.
+
+    Returns the number of libvirt write calls made. A refused call raises
+    :class:`ApplyError` naming it and the calls made before it; the
+    exception carries the original error.
+    """
+    done = []
+    for description, call in write_steps(conn, dom, changes, host_count):
+        try:
+            call()
+        except Exception as exc:  # pylint: disable=broad-except
+            raise ApplyError(description, done, exc)
+        done.append(description)
+    return len(done)
+
+
+def restore_changes(name, original, fresh, online):
+    """The changes that bring a domain from ``fresh`` back to ``original`` (both from :func:`read_domain`).
+
+    Exactly what passing :func:`snapshot_entries` of ``original`` back to the
+    module would do; a live part is planned only while the domain runs.
+    """
+    changes = []
+    for entry in snapshot_entries(name, original):
+        request = parse_request(entry)
+        live, config = resolve_scopes(request, fresh['active'], 'skip')
+        if live or config:
+            changes.extend(plan_domain(request, fresh, online, live, config))
+    return changes
+
+
+def restore_domain(conn, dom, name, original, online, host_count):
+    """Put one domain back to ``original`` after a refused apply (libvirt calls).
+
+    Reads the domain afresh and writes what differs; a refused write does not
+    stop the others. Reads again to verify. Returns ``{'name', 'restored',
+    'undone', 'left', 'error'}``: ``undone`` the changes written back,
+    ``left`` the items that still differ (None when the domain could not be
+    read), ``error`` None or the text of what went wrong.
+    """
+    report = {'name': name, 'restored': False, 'undone': [], 'left': None, 'error': None}
+    errors = []
+    try:
+        changes = restore_changes(name, original, read_domain(dom), online)
+        report['undone'] = format_changes(changes)
+        for description, call in write_steps(conn, dom, changes, host_count):
+            try:
+                call()
+            except Exception as exc:  # pylint: disable=broad-except
+                errors.append('restoring %s: %s' % (description, _conn.describe(exc)))
+    except Exception as exc:  # pylint: disable=broad-except
+        errors.append('cannot read its state: %s' % _conn.describe(exc))
+    try:
+        report['left'] = format_changes(restore_changes(name, original, read_domain(dom), online))
+    except Exception as exc:  # pylint: disable=broad-except
+        errors.append('cannot read its state to verify: %s' % _conn.describe(exc))
+    report['error'] = '; '.join(errors) or None
+    report['restored'] = not errors and report['left'] == []
+    return report
 
 
 # ---------------------------------------------------------------------------

@@ -293,19 +293,11 @@ comparisons:
       type: str
 '''
 
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _cpumodel as cm
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt import libvirt_message
-
-LIBVIRT_IMPORT_ERROR = None
-try:
-    import libvirt
-except ImportError:
-    libvirt = None
-    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _libvirt_conn as lc
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt_conn import libvirt
 
 
 def argument_spec():
@@ -370,13 +362,13 @@ def read_host_cpu(hyp, lib):
         caps = cm.host_model(hyp.domcaps())
     except lib.libvirtError as exc:
         raise BaselineError('cannot read the domain capabilities (arch %s, virttype %s): %s'
-                            % (hyp.arch, hyp.virttype, libvirt_message(exc)))
+                            % (hyp.arch, hyp.virttype, lc.describe(exc, lib)))
     except cm.CpuModelError as exc:
         raise BaselineError(str(exc))
     try:
         expanded = hyp.baseline([caps['xml']], cm.BASELINE_EXPAND_FEATURES)
     except lib.libvirtError as exc:
-        raise BaselineError('cannot expand the host CPU model %s: %s' % (caps['cpu']['model'], libvirt_message(exc)))
+        raise BaselineError('cannot expand the host CPU model %s: %s' % (caps['cpu']['model'], lc.describe(exc, lib)))
     return {
         'xml': caps['xml'],
         'model': caps['cpu']['model'],
@@ -414,13 +406,13 @@ def compute_baseline(hyp, lib, cpus, pool, migratable):
         expanded = hyp.baseline(xmls, flags | cm.BASELINE_EXPAND_FEATURES)
     except lib.libvirtError as exc:
         raise BaselineError('libvirt cannot compute a common CPU model for %s (%s): %s'
-                            % ('pool "%s"' % pool if pool else 'these CPUs', ', '.join(names), libvirt_message(exc)))
+                            % ('pool "%s"' % pool if pool else 'these CPUs', ', '.join(names), lc.describe(exc, lib)))
     for member in members:
         if member['features'] is None:
             try:
                 member['features'] = _features(hyp.baseline([member['xml']], cm.BASELINE_EXPAND_FEATURES))
             except lib.libvirtError as exc:
-                raise BaselineError('cannot expand the CPU of member "%s": %s' % (member['name'], libvirt_message(exc)))
+                raise BaselineError('cannot expand the CPU of member "%s": %s' % (member['name'], lc.describe(exc, lib)))
     model = cm.parse_cpu(model_xml, 'baseline')
     features = _features(expanded)
     return {
@@ -449,7 +441,7 @@ def compare_all(hyp, lib, entries):
             except lib.libvirtError as exc:
                 code = exc.get_error_code() if hasattr(exc, 'get_error_code') else None
                 # with COMPARE_FAIL_INCOMPATIBLE libvirt explains what the host lacks
-                seen[key] = ('incompatible' if code == cm.ERR_CPU_INCOMPATIBLE else 'error', libvirt_message(exc))
+                seen[key] = ('incompatible' if code == cm.ERR_CPU_INCOMPATIBLE else 'error', lc.describe(exc, lib))
         result, message = seen[key]
         results.append({'name': entry['name'], 'result': result, 'compatible': result in cm.COMPATIBLE,
                         'message': message})
@@ -458,14 +450,7 @@ def compare_all(hyp, lib, entries):
 
 def run(module, lib):
     params = module.params
-    lib.registerErrorHandler(lambda *args: None, None)
-    try:
-        conn = lib.open(params['uri'])
-    except lib.libvirtError as exc:
-        raise BaselineError('cannot connect to libvirt at uri "%s": %s' % (params['uri'], libvirt_message(exc)))
-    if conn is None:
-        raise BaselineError('cannot connect to libvirt at uri "%s"' % params['uri'])
-    try:
+    with lc.connection(lib, params['uri'], BaselineError) as conn:
         hyp = Hypervisor(lib, conn, params)
         output = {'host_cpu': read_host_cpu(hyp, lib)}
         if params['cpus'] is not None:
@@ -475,17 +460,11 @@ def run(module, lib):
         if params['compare'] is not None:
             output['comparisons'] = compare_all(hyp, lib, params['compare'])
         return output
-    finally:
-        try:
-            conn.close()
-        except Exception:  # pylint: disable=broad-except
-            pass
 
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    if libvirt is None:
-        module.fail_json(msg=missing_required_lib('libvirt-python'), exception=LIBVIRT_IMPORT_ERROR)
+    lc.require(module, libvirt)
     try:
         output = run(module, libvirt)
     except BaselineError as exc:

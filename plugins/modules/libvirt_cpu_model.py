@@ -186,20 +186,12 @@ diff:
   elements: dict
 '''
 
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _cpumodel as cm
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _libvirt_conn as lc
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt import XML_INACTIVE, XML_SECURE
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt import libvirt_message
-
-LIBVIRT_IMPORT_ERROR = None
-try:
-    import libvirt
-except ImportError:
-    libvirt = None
-    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt_conn import libvirt
 
 LIST_PERSISTENT = 4  # VIR_CONNECT_LIST_DOMAINS_PERSISTENT
 
@@ -237,13 +229,12 @@ def select_domains(lib, conn, params):
         try:
             doms = conn.listAllDomains(LIST_PERSISTENT)
         except lib.libvirtError as exc:
-            raise ModelError('cannot list domains: %s' % libvirt_message(exc))
+            raise ModelError('cannot list domains: %s' % lc.describe(exc, lib))
     else:
         doms, missing, transient = [], [], []
         for name in dict.fromkeys(params['domains']):
-            try:
-                dom = conn.lookupByName(name)
-            except lib.libvirtError:
+            dom = lc.lookup_domain(lib, conn, name, params['uri'], ModelError)
+            if dom is None:
                 missing.append(name)
                 continue
             if not dom.isPersistent():
@@ -274,20 +265,8 @@ def plan(params, inactive_xml, name, pool_cpu):
 def run(module, lib):
     params = module.params
     pool_cpu = pool_cpu_from(params) if params['state'] == 'present' else None
-    lib.registerErrorHandler(lambda *args: None, None)
-    try:
-        conn = lib.open(params['uri'])
-    except lib.libvirtError as exc:
-        raise ModelError('cannot connect to libvirt at uri "%s": %s' % (params['uri'], libvirt_message(exc)))
-    if conn is None:
-        raise ModelError('cannot connect to libvirt at uri "%s"' % params['uri'])
-    try:
+    with lc.connection(lib, params['uri'], ModelError) as conn:
         return _run_connected(module, lib, conn, pool_cpu)
-    finally:
-        try:
-            conn.close()
-        except Exception:  # pylint: disable=broad-except
-            pass
 
 
 def _run_connected(module, lib, conn, pool_cpu):
@@ -303,7 +282,7 @@ def _run_connected(module, lib, conn, pool_cpu):
             inactive = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
             live = dom.XMLDesc(cm.DOMAIN_XML_MIGRATABLE) if active else None
         except lib.libvirtError as exc:
-            raise ModelError('domain "%s": cannot read its definition: %s' % (name, libvirt_message(exc)))
+            raise ModelError('domain "%s": cannot read its definition: %s' % (name, lc.describe(exc, lib)))
         new_xml, changed = plan(params, inactive, name, pool_cpu)
         plans.append((dom, name, active, inactive, live, new_xml, changed))
 
@@ -317,7 +296,7 @@ def _run_connected(module, lib, conn, pool_cpu):
             except lib.libvirtError as exc:
                 done = [r['name'] for r in results if r['changed']]
                 raise ModelError('domain "%s": libvirt refused the new definition: %s (guests changed before '
-                                 'this one: %s)' % (name, libvirt_message(exc), ', '.join(done) or 'none'))
+                                 'this one: %s)' % (name, lc.describe(exc, lib), ', '.join(done) or 'none'))
         before = cm.guest_state(inactive, name)
         after = cm.guest_state(after_xml, name)
         running = cm.guest_state(live, name) if live else None
@@ -344,8 +323,7 @@ def main():
         required_if=[('state', 'present', ('pool', 'cpu'))],
         supports_check_mode=True,
     )
-    if libvirt is None:
-        module.fail_json(msg=missing_required_lib('libvirt-python'), exception=LIBVIRT_IMPORT_ERROR)
+    lc.require(module, libvirt)
     try:
         results = run(module, libvirt)
     except ModelError as exc:

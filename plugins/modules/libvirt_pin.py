@@ -19,6 +19,15 @@ description:
     validated before anything is changed (masks parse and lie within the
     host's online CPUs, domains exist, scopes fit the domain state), so a bad
     entry leaves every domain untouched.
+  - When libvirt refuses a change part-way through (after validation), the
+    module restores every domain it changed in this call, the refusing
+    domain's own partial changes included, to the state it read before, then
+    fails with a message naming the refused write, what that domain had
+    already written, and which domains it restored or could not restore (and
+    why); RV(rollback) has the details.
+  - Only libvirt's "no such domain" (C(VIR_ERR_NO_DOMAIN)) counts as a
+    missing domain; any other lookup error (connection dropped, access
+    denied) fails with libvirt's text and error code.
   - Always returns RV(snapshot), the state found before any change, as
     O(domains) entries that restore it exactly when passed back to this
     module (including unpinned threads, absent C(<shares>) and absent
@@ -95,8 +104,10 @@ options:
   domains:
     description:
       - The domains and what to set on each. Options left out are not managed.
-      - A cpuset is a Linux cpulist such as V(2-11,14); every CPU must be
-        online on the host and the list must not be empty.
+      - A cpuset is a Linux cpulist such as V(2-11,14), items separated by
+        single commas without spaces (V(0-5,,24-29), V(0,), V(0--3) or
+        V(0-3, 8) fail naming the position); every CPU must be online on the
+        host and the list must not be empty.
       - The word V(unpinned) instead of a cpuset removes the pin from the
         persistent XML (the thread then follows the domain's
         C(<vcpu cpuset>), else all host CPUs); in the live scope it pins the
@@ -330,6 +341,36 @@ snapshot:
       emulator_cpuset: "0-95"
       iothread_pins: {}
       cpu_shares: 1024
+rollback:
+  description:
+    - Only when libvirt refused a change during the apply (the module then
+      fails); one entry per domain changed in this call, newest first.
+  returned: on a libvirt refusal during the apply
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Domain name.
+      type: str
+    restored:
+      description: Whether the domain is back to the state read before this call (verified by reading it again).
+      type: bool
+    undone:
+      description: The changes written back, in the form of RV(domains[].changes).
+      type: list
+      elements: dict
+    left:
+      description: Items that still differ from the state before (null when the domain could not be read).
+      type: list
+      elements: dict
+    error:
+      description: What went wrong while restoring, or null.
+      type: str
+failed_domain:
+  description: The domain whose change libvirt refused.
+  returned: on a libvirt refusal during the apply
+  type: str
+  sample: ocp-infra-01
 host_cpus:
   description: The host's online CPUs as libvirt reports them.
   returned: always
@@ -355,19 +396,12 @@ diff:
       type: dict
 '''
 
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import format_cpulist
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _libvirt as lv
-
-LIBVIRT_IMPORT_ERROR = None
-try:
-    import libvirt
-except ImportError:
-    libvirt = None
-    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _libvirt_conn as lc
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt_conn import libvirt
 
 DOMAIN_OPTIONS = dict(
     name=dict(type='str', required=True),
@@ -396,7 +430,21 @@ def argument_spec():
 
 
 class PinError(Exception):
-    """Fails the module with a message (and partial results)."""
+    """Fails the module with a message (and extra result keys)."""
+
+    def __init__(self, msg, **extra):
+        Exception.__init__(self, msg)
+        self.extra = extra
+
+
+def _parse_requests(entries, defaults, query, online=None):
+    """Requests from the entries; a query keeps only the names (its settings are ignored)."""
+    try:
+        if query:
+            return [lv.parse_request({'name': entry.get('name')}) for entry in entries or []]
+        return [lv.parse_request(entry, defaults, online) for entry in entries or []]
+    except lv.RequestError as exc:
+        raise PinError(str(exc))
 
 
 def run(module, libvirt_mod):
@@ -409,59 +457,43 @@ def run(module, libvirt_mod):
         raise PinError('domains is required with state=present')
 
     # 1. syntax of every request, before connecting
-    try:
-        requests = [lv.parse_request(entry, defaults) for entry in entries or []]
-    except lv.RequestError as exc:
-        raise PinError(str(exc))
+    requests = _parse_requests(entries, defaults, query)
 
     # 2. connection and host CPUs
-    libvirt_mod.registerErrorHandler(lambda *args: None, None)
-    try:
-        conn = libvirt_mod.open(params['uri'])
-    except libvirt_mod.libvirtError as exc:
-        raise PinError('cannot connect to libvirt at uri "%s": %s' % (params['uri'], lv.libvirt_message(exc)))
-    if conn is None:
-        raise PinError('cannot connect to libvirt at uri "%s"' % params['uri'])
-    try:
+    with lc.connection(libvirt_mod, params['uri'], PinError) as conn:
         return _run_connected(module, libvirt_mod, conn, entries, requests, defaults, query)
-    finally:
-        try:
-            conn.close()
-        except Exception:  # pylint: disable=broad-except
-            pass
 
 
 def _run_connected(module, libvirt_mod, conn, entries, requests, defaults, query):
     params = module.params
+    uri = params['uri']
     try:
         host_count, online = lv.host_cpus(conn)
     except libvirt_mod.libvirtError as exc:
-        raise PinError('cannot read the host CPU map from "%s": %s' % (params['uri'], lv.libvirt_message(exc)))
+        raise PinError('cannot read the host CPU map from "%s": %s' % (uri, lc.describe(exc, libvirt_mod)))
 
     # 3. masks against the host's online CPUs (parse again, now with the host)
-    try:
-        requests = [lv.parse_request(entry, defaults, online) for entry in entries or []]
-    except lv.RequestError as exc:
-        raise PinError(str(exc))
+    requests = _parse_requests(entries, defaults, query, online) if entries is not None else requests
     if query and entries is None:
         try:
             names = sorted(dom.name() for dom in conn.listAllDomains())
         except libvirt_mod.libvirtError as exc:
-            raise PinError('cannot list domains: %s' % lv.libvirt_message(exc))
+            raise PinError('cannot list domains at uri "%s": %s' % (uri, lc.describe(exc, libvirt_mod)))
         requests = [lv.parse_request({'name': name}) for name in names]
 
-    # 4. domains exist
+    # 4. domains exist (only VIR_ERR_NO_DOMAIN is "not found")
     doms, missing = {}, []
     for request in requests:
         name = request['name']
         if name in doms or name in missing:
             continue
-        try:
-            doms[name] = conn.lookupByName(name)
-        except libvirt_mod.libvirtError:
+        dom = lc.lookup_domain(libvirt_mod, conn, name, uri, PinError)
+        if dom is None:
             missing.append(name)
+        else:
+            doms[name] = dom
     if missing:
-        raise PinError('domain(s) not found at uri "%s": %s' % (params['uri'], ', '.join(missing)))
+        raise PinError('domain(s) not found at uri "%s": %s' % (uri, ', '.join(missing)))
 
     # 5. read everything, decide scopes, plan; still nothing changed
     current = {}
@@ -473,7 +505,7 @@ def _run_connected(module, libvirt_mod, conn, entries, requests, defaults, query
             try:
                 current[name] = lv.read_domain(dom)
             except libvirt_mod.libvirtError as exc:
-                raise PinError('domain "%s": cannot read its state: %s' % (name, lv.libvirt_message(exc)))
+                raise PinError('domain "%s": cannot read its state: %s' % (name, lc.describe(exc, libvirt_mod)))
         state = current[name]
         if query:
             plans.append((request, False, False, []))
@@ -493,21 +525,30 @@ def _run_connected(module, libvirt_mod, conn, entries, requests, defaults, query
     for name in _unique(plan[0]['name'] for plan in plans):
         snapshot.extend(lv.snapshot_entries(name, current[name]))
 
-    # 6. apply (or predict), domain by domain
+    # 6. apply (or predict), domain by domain; a refusal restores what this run changed
     results = []
     after_states = {}
+    touched = []
     for request, live, config, changes in plans:
         name = request['name']
         dom = doms[name]
         before = after_states.get(name, current[name])
         if changes and not module.check_mode:
+            if name not in touched:
+                touched.append(name)
             try:
                 lv.apply_changes(conn, dom, changes, host_count)
+            except lv.ApplyError as exc:
+                raise _rolled_back(libvirt_mod, conn, doms, current, touched, online, host_count,
+                                   'domain "%s": libvirt refused %s: %s' % (
+                                       name, exc.step, lc.describe(exc.error, libvirt_mod)),
+                                   name, exc.done)
+            try:
                 after = lv.read_domain(dom)
             except libvirt_mod.libvirtError as exc:
-                done = [r['name'] for r in results if r['changed']]
-                raise PinError('domain "%s": libvirt refused a change: %s (domains changed before this one: %s)'
-                               % (name, lv.libvirt_message(exc), ', '.join(done) or 'none'))
+                raise _rolled_back(libvirt_mod, conn, doms, current, touched, online, host_count,
+                                   'domain "%s": cannot read its state after the change: %s'
+                                   % (name, lc.describe(exc, libvirt_mod)), name, None)
         else:
             predicted = lv.predict_after(before, changes)
             after = dict(before, live=predicted['live'], config=predicted['config'])
@@ -526,6 +567,28 @@ def _run_connected(module, libvirt_mod, conn, entries, requests, defaults, query
     return results, snapshot, format_cpulist(online)
 
 
+def _rolled_back(libvirt_mod, conn, doms, current, touched, online, host_count, failure, failed, done):
+    """Restore every domain this run wrote to (newest first) and build the failure to raise."""
+    reports = [lv.restore_domain(conn, doms[name], name, current[name], online, host_count)
+               for name in reversed(touched)]
+    partial = ('; its own changes made before the refusal: %s' % ', '.join(done)) if done else (
+        '; it had no change made before the refusal' if done is not None else '')
+    restored = ['%s (%s)' % (r['name'], ', '.join('%s %s' % (c['scope'], c['item']) for c in r['undone'])
+                             or 'nothing to undo') for r in reports if r['restored']]
+    unrestored = ['%s (%s%s)' % (r['name'], r['error'] or 'still differs',
+                                 '; still differs: %s' % ', '.join('%s %s' % (c['scope'], c['item'])
+                                                                    for c in r['left'])
+                                 if r['left'] else '')
+                  for r in reports if not r['restored']]
+    msg = '%s%s. Restored to the state read before this run: %s.' % (
+        failure, partial, ', '.join(restored) or 'none')
+    if unrestored:
+        msg += ' Could not restore: %s.' % ', '.join(unrestored)
+    else:
+        msg += ' Nothing is left changed.'
+    return PinError(msg, rollback=reports, failed_domain=failed)
+
+
 def _unique(names):
     seen = []
     for name in names:
@@ -540,12 +603,11 @@ def main():
         required_if=[('state', 'present', ('domains',))],
         supports_check_mode=True,
     )
-    if libvirt is None:
-        module.fail_json(msg=missing_required_lib('libvirt-python'), exception=LIBVIRT_IMPORT_ERROR)
+    lc.require(module, libvirt)
     try:
         results, snapshot, online = run(module, libvirt)
     except PinError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), **exc.extra)
     changed = any(result['changed'] for result in results)
     output = dict(changed=changed, domains=results, snapshot=snapshot, host_cpus=online)
     if module._diff and changed:

@@ -329,3 +329,206 @@ def test_edit_domain_xml_adds_resource():
     assert '<vcpu>1</vcpu><resource><partition>/machine/gold</partition></resource><os' in edited
     unchanged = lv.edit_domain_xml("<domain><name>x</name></domain>")
     assert lv.parse_domain_xml(unchanged)['partition'] == ''
+
+
+# -- writes, refusals and restore -------------------------------------------------------
+
+class Refused(Exception):
+    def __init__(self, msg, code=38):
+        Exception.__init__(self, msg)
+        self.code = code
+
+    def get_error_message(self):
+        return str(self)
+
+    def get_error_code(self):
+        return self.code
+
+
+class RecordingDomain(object):
+    """Records libvirt writes; refuses the calls named in ``refuse``."""
+
+    def __init__(self, refuse=()):
+        self.calls = []
+        self.refuse = set(refuse)
+
+    def _call(self, what, *args):
+        if what in self.refuse:
+            raise Refused('%s refused' % what)
+        self.calls.append((what,) + args)
+
+    def pinVcpuFlags(self, vcpu, cpumap, flags):  # noqa: N802
+        self._call('vcpu%d' % vcpu, cpumap, flags)
+
+    def pinEmulator(self, cpumap, flags):  # noqa: N802
+        self._call('emulator', cpumap, flags)
+
+    def pinIOThread(self, ident, cpumap, flags):  # noqa: N802
+        self._call('iothread%d' % ident, cpumap, flags)
+
+    def setSchedulerParametersFlags(self, params, flags):  # noqa: N802
+        self._call('shares', params['cpu_shares'], flags)
+
+    def XMLDesc(self, flags):  # noqa: N802
+        return XML
+
+
+class RecordingConn(object):
+    def __init__(self, dom):
+        self.dom = dom
+
+    def defineXML(self, xml):  # noqa: N802
+        self.dom._call('define', xml)
+
+
+def _changes():
+    req = request(vcpu_cpuset='2', emulator_cpuset='unpinned', cpu_shares=300, partition='/machine/gold')
+    return lv.plan_domain(req, current(live_pin=F({1}), config_pin=F({1})), ONLINE, True, True)
+
+
+def test_write_steps_describe_every_call_in_order():
+    dom = RecordingDomain()
+    steps = lv.write_steps(RecordingConn(dom), dom, _changes(), 4)
+    assert [text for text, _call in steps] == [
+        'cpu_shares (live) to 300', 'cpu_shares (config) to 300', 'emulator_cpuset (live) to "0-3"',
+        'vcpu_pins.0 (live+config) to "2"', 'vcpu_pins.1 (live+config) to "2"',
+        'persistent XML (config: remove emulator_cpuset, partition "/machine/gold")']
+    assert dom.calls == []  # nothing is called while planning
+    assert lv.apply_changes(RecordingConn(dom), dom, _changes(), 4) == 6
+    assert [call[0] for call in dom.calls] == ['shares', 'shares', 'emulator', 'vcpu0', 'vcpu1', 'define']
+    assert dom.calls[3] == ('vcpu0', (False, False, True, False), 3)
+
+
+def test_apply_changes_names_the_refused_call_and_what_went_before():
+    dom = RecordingDomain(refuse=['vcpu1'])
+    with pytest.raises(lv.ApplyError) as info:
+        lv.apply_changes(RecordingConn(dom), dom, _changes(), 4)
+    assert info.value.step == 'vcpu_pins.1 (live+config) to "2"'
+    assert info.value.done == ['cpu_shares (live) to 300', 'cpu_shares (config) to 300',
+                               'emulator_cpuset (live) to "0-3"', 'vcpu_pins.0 (live+config) to "2"']
+    assert isinstance(info.value.error, Refused)
+    assert str(info.value) == 'vcpu_pins.1 (live+config) to "2": vcpu1 refused'
+    assert 'define' not in [call[0] for call in dom.calls]
+
+
+def test_restore_changes_are_the_snapshot_replayed():
+    original = current(live_pin=F({0, 1, 2, 3}), shares=1024)
+    fresh = current(live_pin=F({2}), config_pin=F({2}), shares=300, config_shares=300, partition='/machine/gold')
+    fresh['live']['partition'] = '/machine'
+    items = sorted((c['scope'], c['item'], lv.format_value(c['after']))
+                   for c in lv.restore_changes('vm1', original, fresh, ONLINE))
+    assert items == [
+        ('config', 'cpu_shares', 0), ('config', 'emulator_cpuset', 'unpinned'),
+        ('config', 'iothread_pins.1', 'unpinned'), ('config', 'partition', ''),
+        ('config', 'vcpu_pins.0', 'unpinned'), ('config', 'vcpu_pins.1', 'unpinned'),
+        ('live', 'cpu_shares', 1024), ('live', 'emulator_cpuset', '0-3'), ('live', 'iothread_pins.1', '0-3'),
+        ('live', 'vcpu_pins.0', '0-3'), ('live', 'vcpu_pins.1', '0-3')]
+    assert lv.restore_changes('vm1', original, original, ONLINE) == []
+    # a domain stopped since: only its persistent part is restored
+    stopped = dict(fresh, active=False, live=None)
+    assert {c['scope'] for c in lv.restore_changes('vm1', original, stopped, ONLINE)} == {'config'}
+
+
+# -- _libvirt_conn: import guard, connection, error translation -------------------------
+
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _libvirt_conn as lc  # noqa: E402
+
+
+class FakeLib(object):
+    libvirtError = Refused  # noqa: N815
+    VIR_ERR_NONE = 0
+    VIR_ERR_WARNING = 1
+    VIR_ERR_ERROR = 2
+    VIR_ERR_OK = 0
+    VIR_ERR_INTERNAL_ERROR = 1
+    VIR_ERR_SYSTEM_ERROR = 38
+    VIR_ERR_NO_DOMAIN = 42
+
+    def __init__(self, conn=None, fail=None):
+        self.conn, self.fail, self.handlers = conn, fail, []
+
+    def registerErrorHandler(self, handler, ctx):  # noqa: N802
+        self.handlers.append(handler)
+
+    def open(self, uri):
+        if self.fail:
+            raise self.fail
+        return self.conn
+
+
+class ClosingConn(object):
+    def __init__(self, names=(), lookup_error=None):
+        self.closed = 0
+        self.names = names
+        self.lookup_error = lookup_error
+
+    def close(self):
+        self.closed += 1
+        raise RuntimeError('close errors are ignored')
+
+    def lookupByName(self, name):  # noqa: N802
+        if self.lookup_error:
+            raise self.lookup_error
+        if name not in self.names:
+            raise Refused("Domain not found: no domain with matching name '%s'" % name, 42)
+        return 'dom:' + name
+
+
+class Stop(Exception):
+    pass
+
+
+def test_describe_gives_text_code_and_name():
+    assert lc.describe(Refused('Unable to write', 38), FakeLib()) == 'Unable to write (libvirt error 38, VIR_ERR_SYSTEM_ERROR)'
+    # levels share numbers with codes: 1 is VIR_ERR_INTERNAL_ERROR, not VIR_ERR_WARNING
+    assert lc.describe(Refused('internal', 1), FakeLib()) == 'internal (libvirt error 1, VIR_ERR_INTERNAL_ERROR)'
+    assert lc.describe(Refused('odd', 999), FakeLib()) == 'odd (libvirt error 999)'
+    assert lc.describe(ValueError('plain')) == 'plain'
+    assert lc.is_no_domain(Refused('x', 42)) and not lc.is_no_domain(Refused('x', 38))
+    assert not lc.is_no_domain(ValueError('Domain not found'))
+
+
+def test_connection_silences_errors_and_always_closes():
+    conn = ClosingConn()
+    lib = FakeLib(conn)
+    with lc.connection(lib, 'qemu:///x', Stop) as opened:
+        assert opened is conn and len(lib.handlers) == 1
+        assert lib.handlers[0](None, 'err') is None
+    assert conn.closed == 1
+    with pytest.raises(KeyError):
+        with lc.connection(lib, 'qemu:///x', Stop):
+            raise KeyError('inside')
+    assert conn.closed == 2
+
+
+def test_connection_failures_name_the_uri():
+    with pytest.raises(Stop, match=r'^cannot connect to libvirt at uri "qemu:///y": Failed to connect socket '
+                                   r'\(libvirt error 38, VIR_ERR_SYSTEM_ERROR\)$'):
+        with lc.connection(FakeLib(fail=Refused('Failed to connect socket', 38)), 'qemu:///y', Stop):
+            pass
+    with pytest.raises(Stop, match=r'^cannot connect to libvirt at uri "qemu:///z"$'):
+        with lc.connection(FakeLib(None), 'qemu:///z', Stop):
+            pass
+
+
+def test_lookup_only_no_domain_is_missing():
+    lib = FakeLib()
+    assert lc.lookup_domain(lib, ClosingConn(['a']), 'a', 'qemu:///x', Stop) == 'dom:a'
+    assert lc.lookup_domain(lib, ClosingConn(['a']), 'b', 'qemu:///x', Stop) is None
+    dropped = ClosingConn(lookup_error=Refused('Cannot recv data: Connection reset by peer', 38))
+    with pytest.raises(Stop, match=r'^domain "a": lookup at uri "qemu:///x" failed: Cannot recv data: Connection '
+                                   r'reset by peer \(libvirt error 38, VIR_ERR_SYSTEM_ERROR\)$'):
+        lc.lookup_domain(lib, dropped, 'a', 'qemu:///x', Stop)
+
+
+def test_require_fails_with_the_missing_library_message():
+    class Module(object):
+        failed = None
+
+        def fail_json(self, **kwargs):
+            self.failed = kwargs
+    module = Module()
+    lc.require(module, FakeLib())
+    assert module.failed is None
+    lc.require(module, None)
+    assert 'libvirt-python' in module.failed['msg']

@@ -220,3 +220,15 @@ def test_documentation_parses():
         assert yaml.safe_load(block)
     options = yaml.safe_load(libvirt_cpu_baseline.DOCUMENTATION)['options']
     assert set(options) == set(libvirt_cpu_baseline.argument_spec())
+
+
+def test_connection_is_closed_after_success_and_failure(lib):
+    assert not call().get('failed')
+    assert lib.closed == 1
+    assert call(virttype='xen')['failed']
+    assert lib.closed == 2
+
+
+def test_libvirt_errors_carry_their_code(lib):
+    result = call(virttype='xen')
+    assert '(libvirt error ' in result['msg'], result['msg']

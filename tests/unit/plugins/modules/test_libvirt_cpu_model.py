@@ -28,8 +28,15 @@ def domain(name, cpu="<cpu mode='host-model'><topology sockets='1' dies='1' core
 
 
 class FakeError(Exception):
+    def __init__(self, msg, code=1):
+        Exception.__init__(self, msg)
+        self.code = code
+
     def get_error_message(self):
         return str(self)
+
+    def get_error_code(self):  # noqa: N802
+        return self.code
 
 
 class FakeDomain(object):
@@ -72,7 +79,7 @@ class FakeConn(object):
 
     def lookupByName(self, name):  # noqa: N802
         if name not in self.lib.domains:
-            raise FakeError('Domain not found: no domain with matching name %r' % name)
+            raise FakeError('Domain not found: no domain with matching name %r' % name, 42)
         return self.lib.domains[name]
 
     def defineXML(self, xml_text):  # noqa: N802
@@ -186,7 +193,7 @@ def test_domains_and_exclude_select_guests(lib):
 def test_unknown_or_transient_domain_fails_before_any_write(lib):
     lib.add('scratch', active=True, persistent=False)
     result = call(pool='alpha', cpu=POOL_CPU, domains=['web-01', 'nope'])
-    assert result['failed'] and 'not found' in result['msg'] and 'nope' in result['msg']
+    assert result['failed'] and 'domain(s) not found at uri "qemu:///system": nope' in result['msg']
     result = call(pool='alpha', cpu=POOL_CPU, domains=['web-01', 'scratch'])
     assert result['failed'] and 'transient' in result['msg']
     assert lib.writes == []
@@ -215,6 +222,21 @@ def test_refused_definition_names_guests_changed_before(lib):
     result = call(pool='alpha', cpu=POOL_CPU)
     assert result['failed']
     assert 'domain "web-01": libvirt refused' in result['msg'] and 'before this one: db-01' in result['msg']
+
+
+def test_lookup_error_other_than_no_domain_is_reported_as_itself(lib, monkeypatch):
+    real = FakeConn.lookupByName
+
+    def lookup(self, name):
+        if name == 'web-01':
+            raise FakeError('Cannot recv data: Connection reset by peer', 38)
+        return real(self, name)
+    monkeypatch.setattr(FakeConn, 'lookupByName', lookup)
+    result = call(pool='alpha', cpu=POOL_CPU, domains=['db-01', 'web-01'])
+    assert result['failed']
+    assert result['msg'] == ('domain "web-01": lookup at uri "qemu:///system" failed: Cannot recv data: '
+                             'Connection reset by peer (libvirt error 38)')
+    assert lib.writes == []
 
 
 def test_missing_libvirt_python(monkeypatch):

@@ -21,9 +21,21 @@ from ansible_collections.kvmlab.host_resources.tests.unit.module_runner import r
 LIVE, CONFIG = 1, 2
 
 
+ERR_INTERNAL, ERR_SYSTEM, ERR_NO_DOMAIN, ERR_ACCESS_DENIED = 1, 38, 42, 88
+
+
 class FakeError(Exception):
+    """libvirtError: a message and a VIR_ERR_* code."""
+
+    def __init__(self, msg, code=ERR_INTERNAL):
+        Exception.__init__(self, msg)
+        self.code = code
+
     def get_error_message(self):
         return str(self)
+
+    def get_error_code(self):  # noqa: N802  pylint: disable=invalid-name
+        return self.code
 
 
 class FakeDomain(object):
@@ -153,7 +165,7 @@ class FakeConn(object):
 
     def lookupByName(self, name):  # noqa: N802  pylint: disable=invalid-name
         if name not in self.lib.domains:
-            raise FakeError("Domain not found: no domain with matching name '%s'" % name)
+            raise FakeError("Domain not found: no domain with matching name '%s'" % name, ERR_NO_DOMAIN)
         return self.lib.domains[name]
 
     def listAllDomains(self):  # noqa: N802  pylint: disable=invalid-name
@@ -176,6 +188,10 @@ class FakeLibvirt(object):
     """Stands in for the ``libvirt`` module."""
 
     libvirtError = FakeError  # noqa: N815  pylint: disable=invalid-name
+    VIR_ERR_INTERNAL_ERROR = ERR_INTERNAL
+    VIR_ERR_SYSTEM_ERROR = ERR_SYSTEM
+    VIR_ERR_NO_DOMAIN = ERR_NO_DOMAIN
+    VIR_ERR_ACCESS_DENIED = ERR_ACCESS_DENIED
 
     def __init__(self, ncpus=4):
         self.ncpus = ncpus
@@ -274,6 +290,58 @@ def test_query_returns_snapshot_and_changes_nothing(fake):
     assert [d['name'] for d in one['domains']] == ['b'] and fake.writes == []
 
 
+@pytest.mark.parametrize('args', [
+    dict(domains=[{'name': 'vm1', 'vcpu_cpuset': '7'}]),  # not online (the host has 0-3)
+    dict(domains=[{'name': 'vm1', 'vcpu_cpuset': 'zero', 'emulator_cpuset': '', 'iothread_cpuset': '0,,1'}]),
+    dict(domains=[{'name': 'vm1', 'vcpu_pins': {9: '0', 'x': '1'}, 'iothread_pins': {5: '3-1'}}]),
+    dict(domains=[{'name': 'vm1', 'cpu_shares': 1, 'partition': 'gold', 'scope': 'live'}]),
+    dict(vcpu_cpuset='99', emulator_cpuset='a', scope='live', domains=[{'name': 'off'}]),
+    dict(domains=[{'name': 'vm1', 'vcpu_cpuset': '0'}, {'name': 'vm1', 'vcpu_cpuset': '1'}]),  # twice
+])
+def test_query_ignores_the_settings_of_its_entries(fake, args):
+    fake.add('vm1')
+    fake.add('off', active=False)
+    plain = ok(run(state='query', domains=[{'name': d['name']} for d in args['domains']]))
+    result = ok(run(state='query', **args))
+    assert result['changed'] is False and fake.writes == []
+    assert result['domains'] == plain['domains']
+    assert result['snapshot'] == plain['snapshot']
+    assert all(d['changes'] == [] and d['scopes'] == [] for d in result['domains'])
+
+
+def test_query_still_needs_existing_named_domains(fake):
+    fake.add('vm1')
+    result = run(state='query', domains=[{'name': 'vm1'}, {'name': 'ghost', 'vcpu_cpuset': '7'}])
+    assert result['failed'] is True and 'not found' in result['msg'] and 'ghost' in result['msg']
+
+
+@pytest.mark.parametrize('code, text, words', [
+    (ERR_SYSTEM, 'End of file while reading data: Input/output error',
+     ['domain "vm2": lookup at uri "qemu:///system" failed: End of file while reading data: Input/output error '
+      '(libvirt error 38, VIR_ERR_SYSTEM_ERROR)']),
+    (ERR_ACCESS_DENIED, "access denied: 'vm2' is not yours",
+     ["access denied: 'vm2' is not yours (libvirt error 88, VIR_ERR_ACCESS_DENIED)"]),
+    (None, 'an error without a code', ['lookup at uri "qemu:///system" failed: an error without a code']),
+])
+@pytest.mark.parametrize('state', ['present', 'query'])
+def test_lookup_errors_other_than_no_domain_say_what_they_are(fake, monkeypatch, code, text, words, state):
+    fake.add('vm1')
+    fake.add('vm2')
+    real = FakeConn.lookupByName
+
+    def lookup(self, name):
+        if name == 'vm2':
+            raise FakeError(text, code)
+        return real(self, name)
+    monkeypatch.setattr(FakeConn, 'lookupByName', lookup)
+    result = run(state=state, domains=[{'name': 'vm1', 'vcpu_cpuset': '1'}, {'name': 'vm2', 'vcpu_cpuset': '1'}])
+    assert result['failed'] is True
+    for word in words:
+        assert word in result['msg'], result['msg']
+    assert 'not found' not in result['msg']
+    assert fake.writes == []
+
+
 def test_stopped_domain_auto_is_config_only(fake):
     dom = fake.add('vm1', active=False)
     result = ok(run(domains=[{'name': 'vm1', 'vcpu_cpuset': '1', 'partition': '/machine/bronze'}]))
@@ -285,7 +353,11 @@ def test_stopped_domain_auto_is_config_only(fake):
 @pytest.mark.parametrize('args, words', [
     (dict(domains=[{'name': 'vm1', 'vcpu_cpuset': '64'}]), ['vm1', 'vcpu_cpuset', '64', 'not online', '0-3']),
     (dict(domains=[{'name': 'vm1', 'emulator_cpuset': ''}]), ['vm1', 'emulator_cpuset', 'empty']),
-    (dict(domains=[{'name': 'vm1', 'vcpu_cpuset': '0'}, {'name': 'ghost'}]), ['ghost', 'not found']),
+    (dict(domains=[{'name': 'vm1', 'vcpu_cpuset': '0'}, {'name': 'ghost'}]),
+     ['domain(s) not found at uri "qemu:///system": ghost']),
+    (dict(domains=[{'name': 'vm1', 'vcpu_cpuset': '0-1,,3'}]), ['vm1', 'vcpu_cpuset', 'empty item at character 5']),
+    (dict(domains=[{'name': 'vm1', 'vcpu_cpuset': '0, 1'}]), ['vm1', 'vcpu_cpuset', 'whitespace']),
+    (dict(domains=[{'name': 'vm1', 'vcpu_pins': {0: '0--1'}}]), ['vm1', 'vcpu_pins[0]', 'cannot parse "0--1"']),
     (dict(domains=[{'name': 'vm1', 'vcpu_cpuset': '0'}, {'name': 'off', 'scope': 'live', 'vcpu_cpuset': '1'}]),
      ['off', 'not running']),
     (dict(domains=[{'name': 'vm1', 'vcpu_pins': {9: '0'}}]), ['vm1', 'no vCPU 9']),
@@ -313,13 +385,151 @@ def test_missing_libvirt_python(monkeypatch):
     assert result['failed'] is True and 'libvirt-python' in result['msg']
 
 
-def test_libvirt_refusal_mid_apply_is_reported(fake, monkeypatch):
-    fake.add('vm1')
-    fake.add('vm2')
+def _state(dom):
+    return {'config': dict(dom.config, vcpu_pins=dict(dom.config['vcpu_pins']),
+                           iothread_pins=dict(dom.config['iothread_pins'])),
+            'live': dict(dom.live, vcpu_pins=dict(dom.live['vcpu_pins']),
+                         iothread_pins=dict(dom.live['iothread_pins']))}
+
+
+def _refuse(fake, monkeypatch, dom_name, method, when=lambda *args: True, times=None, msg='cgroup went away'):
+    """Make one domain's libvirt method raise (for ``times`` calls, default always) when ``when(*args)``."""
+    dom = fake.domains[dom_name]
+    real = getattr(dom, method)
+    left = {'n': times}
 
     def refuse(*args):
-        raise FakeError('cgroup went away')
-    monkeypatch.setattr(fake.domains['vm2'], 'pinEmulator', refuse)
-    result = run(domains=[{'name': 'vm1', 'emulator_cpuset': '1'}, {'name': 'vm2', 'emulator_cpuset': '1'}])
+        if when(*args) and (left['n'] is None or left['n'] > 0):
+            if left['n'] is not None:
+                left['n'] -= 1
+            raise FakeError(msg, ERR_SYSTEM)
+        return real(*args)
+    monkeypatch.setattr(dom, method, refuse)
+
+
+APPLY = dict(vcpu_cpuset='1', emulator_cpuset='0', domains=[
+    {'name': 'vm1', 'cpu_shares': 512, 'partition': '/machine/gold'},
+    {'name': 'vm2', 'cpu_shares': 256, 'iothread_cpuset': '2'},
+    {'name': 'vm3'}])
+
+
+@pytest.fixture
+def three(fake):
+    for name in ('vm1', 'vm2', 'vm3'):
+        dom = fake.add(name, vcpus=2, iothreads=(1,))
+    dom.config['vcpu_pins'] = {0: frozenset({3})}  # vm3 starts with a pin of its own
+    dom.live['vcpu_pins'][0] = frozenset({3})
+    return dict((name, _state(fake.domains[name])) for name in ('vm1', 'vm2', 'vm3'))
+
+
+def test_refusal_mid_apply_restores_every_domain_changed(fake, monkeypatch, three):
+    # vm2: shares (live, config) and vCPU 0 go through, vCPU 1 is refused
+    _refuse(fake, monkeypatch, 'vm2', 'pinVcpuFlags', when=lambda vcpu, cpumap, flags: vcpu == 1)
+    result = run(**APPLY)
     assert result['failed'] is True
-    assert 'vm2' in result['msg'] and 'cgroup went away' in result['msg'] and 'vm1' in result['msg']
+    msg = result['msg']
+    assert msg.startswith('domain "vm2": libvirt refused vcpu_pins.1 (live+config) to "1": cgroup went away '
+                          '(libvirt error 38, VIR_ERR_SYSTEM_ERROR); its own changes made before the refusal: '
+                          'cpu_shares (live) to 256, cpu_shares (config) to 256, emulator_cpuset (live+config) '
+                          'to "0", iothread_pins.1 (live+config) to "2", vcpu_pins.0 (live+config) to "1". Restored to the state read before this run: '
+                          'vm2 ('), msg
+    assert ('vm1 (config vcpu_pins.0, config vcpu_pins.1, config emulator_cpuset, config cpu_shares, '
+            'config partition, live vcpu_pins.0, live vcpu_pins.1, live emulator_cpuset, live cpu_shares)') in msg
+    assert msg.endswith('Nothing is left changed.'), msg
+    assert 'vm3' not in msg  # never reached
+    for name in ('vm1', 'vm2', 'vm3'):
+        assert _state(fake.domains[name]) == three[name], name
+    assert result['failed_domain'] == 'vm2'
+    assert [(r['name'], r['restored'], r['left'], r['error']) for r in result['rollback']] == [
+        ('vm2', True, [], None), ('vm1', True, [], None)]
+    vm2_undone = dict(((c['scope'], c['item']), c['after']) for c in result['rollback'][0]['undone'])
+    assert vm2_undone == {('live', 'vcpu_pins.0'): '0-3', ('config', 'vcpu_pins.0'): 'unpinned',
+                          ('live', 'emulator_cpuset'): '0-3', ('config', 'emulator_cpuset'): 'unpinned',
+                          ('live', 'iothread_pins.1'): '0-3', ('config', 'iothread_pins.1'): 'unpinned',
+                          ('live', 'cpu_shares'): 1024, ('config', 'cpu_shares'): 0}
+    # the rerun then applies everything
+    fake.writes[:] = []
+    monkeypatch.undo()
+    monkeypatch.setattr(libvirt_pin, 'libvirt', fake)
+    assert ok(run(**APPLY))['changed'] is True
+
+
+def test_refusal_of_the_first_write_of_the_first_domain(fake, monkeypatch, three):
+    _refuse(fake, monkeypatch, 'vm1', 'setSchedulerParametersFlags')
+    result = run(**APPLY)
+    assert result['failed'] is True
+    assert ('domain "vm1": libvirt refused cpu_shares (live) to 512: cgroup went away (libvirt error 38, '
+            'VIR_ERR_SYSTEM_ERROR); it had no change made before the refusal. Restored to the state read '
+            'before this run: vm1 (nothing to undo). Nothing is left changed.') == result['msg']
+    for name in ('vm1', 'vm2', 'vm3'):
+        assert _state(fake.domains[name]) == three[name]
+
+
+def test_refused_define_restores_pins_of_the_same_domain(fake, monkeypatch, three):
+    real = FakeConn.defineXML
+
+    def define(self, xml):
+        if 'gold' in xml:
+            raise FakeError("unsupported configuration: resource partition '/machine/gold' is not allowed",
+                            ERR_INTERNAL)
+        return real(self, xml)
+    monkeypatch.setattr(FakeConn, 'defineXML', define)
+    result = run(**APPLY)
+    assert result['failed'] is True
+    assert result['msg'].startswith('domain "vm1": libvirt refused persistent XML (config: partition '
+                                    '"/machine/gold"): unsupported configuration'), result['msg']
+    assert '(libvirt error 1, VIR_ERR_INTERNAL_ERROR)' in result['msg']
+    assert 'Nothing is left changed.' in result['msg']
+    assert _state(fake.domains['vm1']) == three['vm1']
+
+
+def test_restore_that_libvirt_also_refuses_is_reported(fake, monkeypatch, three):
+    # vm1 applied; vm2's emulator pin is refused, and so is every later emulator pin of vm1
+    _refuse(fake, monkeypatch, 'vm2', 'pinEmulator')
+    _refuse(fake, monkeypatch, 'vm1', 'pinEmulator', msg='emulator cgroup is gone',
+            when=lambda cpumap, flags: cpumap == (True,) * 4)
+    result = run(**APPLY)
+    assert result['failed'] is True
+    msg = result['msg']
+    assert msg.startswith('domain "vm2": libvirt refused emulator_cpuset (live+config) to "0": cgroup went away')
+    assert 'Restored to the state read before this run: vm2 (' in msg
+    assert ('Could not restore: vm1 (restoring emulator_cpuset (live) to "0-3": emulator cgroup is gone '
+            '(libvirt error 38, VIR_ERR_SYSTEM_ERROR); still differs: live emulator_cpuset') in msg, msg
+    assert 'Nothing is left changed' not in msg
+    report = dict((r['name'], r) for r in result['rollback'])
+    assert report['vm2']['restored'] is True
+    assert report['vm1']['restored'] is False
+    assert [(c['scope'], c['item']) for c in report['vm1']['left']] == [('live', 'emulator_cpuset')]
+    # everything else of vm1 went back
+    state = _state(fake.domains['vm1'])
+    assert state['live']['emulator'] == frozenset({0})
+    assert state['config'] == three['vm1']['config']
+    assert state['live']['vcpu_pins'] == three['vm1']['live']['vcpu_pins']
+    assert state['live']['shares'] == 1024
+    assert _state(fake.domains['vm2']) == three['vm2']
+
+
+def test_read_failure_after_apply_also_restores(fake, monkeypatch, three):
+    dom = fake.domains['vm2']
+    real = dom.vcpuPinInfo
+    calls = {'n': 0}
+
+    def pininfo(flags):
+        calls['n'] += 1
+        if calls['n'] == 3:  # 1, 2: the read before any change; 3: the read after the apply
+            raise FakeError('Unable to read from monitor: Connection reset by peer', ERR_SYSTEM)
+        return real(flags)
+    monkeypatch.setattr(dom, 'vcpuPinInfo', pininfo)
+    result = run(**APPLY)
+    assert result['failed'] is True
+    assert result['msg'].startswith('domain "vm2": cannot read its state after the change: Unable to read from '
+                                    'monitor: Connection reset by peer (libvirt error 38, VIR_ERR_SYSTEM_ERROR). '
+                                    'Restored to the state read before this run: vm2 ('), result['msg']
+    for name in ('vm1', 'vm2', 'vm3'):
+        assert _state(fake.domains[name]) == three[name]
+
+
+def test_check_mode_never_writes_even_when_libvirt_would_refuse(fake, monkeypatch, three):
+    _refuse(fake, monkeypatch, 'vm2', 'pinVcpuFlags')
+    result = ok(run(check_mode=True, **APPLY))
+    assert result['changed'] is True and fake.writes == []
