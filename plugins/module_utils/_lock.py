@@ -155,6 +155,26 @@ def find_run(start_pid, read):
     return None
 
 
+def orphan_workers(main, processes):
+    """Workers of a controller ``main`` that ended, still running their task.
+
+    Ansible's workers are forks of the main process (same comm and command
+    line) that make themselves session leaders; when the main process is
+    killed, the worker running a task finishes that task as an orphan. Those
+    are the processes, among ``processes`` (dicts from ``read_process``), with
+    main's comm and command line, started after it, whose parent is not such
+    a process either (a live run's workers) and that have no such child (a
+    live run's main process while it runs a task).
+    """
+    same = [proc for proc in processes
+            if proc['comm'] == main['comm'] and proc.get('cmdline') == main.get('cmdline')
+            and proc['pid'] != main['pid'] and proc['starttime'] >= main['starttime']
+            and proc.get('state') not in ('Z', 'X')]
+    pids = set(proc['pid'] for proc in same)
+    parents = set(proc['ppid'] for proc in same)
+    return sorted(proc['pid'] for proc in same if proc['ppid'] not in pids and proc['pid'] not in parents)
+
+
 def token_digest(token):
     return hashlib.sha256(token.encode('utf-8')).hexdigest()
 
@@ -278,6 +298,16 @@ def read_holder(path):
     if record and alive(record['pid'], record.get('starttime')):
         return record
     return None
+
+
+def all_processes(proc_root='/proc'):
+    found = []
+    for entry in os.listdir(proc_root):
+        if entry.isdigit():
+            info = read_process(int(entry), proc_root)
+            if info is not None:
+                found.append(info)
+    return found
 
 
 def wait_gone(pid, starttime, timeout=5.0):
@@ -436,6 +466,10 @@ def _holder_main(fd, report_fd, path, token, owner, max_hold, watch, client):  #
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     me = read_process(os.getpid())
+    # the run's controller, command line included, kept in memory only (it may carry -e secrets)
+    controller = read_process(watch['pid']) if watch and watch.get('kind') == 'local' else None
+    if controller is not None and controller['starttime'] != watch.get('starttime'):
+        controller = None
     since = time.time()
     digest = token_digest(token)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -469,6 +503,9 @@ def _holder_main(fd, report_fd, path, token, owner, max_hold, watch, client):  #
                 reason = 'max_hold'
                 break
             if watch and watch.get('pid') and not alive(watch['pid'], watch.get('starttime')):
+                if controller is not None and orphan_workers(controller, all_processes()):
+                    time.sleep(0.5)  # the killed run's last task still runs: hold on until it ends
+                    continue
                 reason = 'run gone'
                 break
             try:

@@ -42,6 +42,10 @@ PLAYBOOK = r'''
         content: "{{ lock | to_json }}"
         mode: "0644"
       check_mode: false
+    - name: Stay a while without releasing
+      ansible.builtin.pause:
+        seconds: "{{ linger | int }}"
+      when: (linger | default(0) | int) > 0
     - name: Write while holding it
       when: not (keep | default(false) | bool)
       block:
@@ -102,6 +106,7 @@ class Runs(object):
             handle.write(PLAYBOOK)
         self.procs = []
         self.holders = []
+        self.orphans = []
 
     def start(self, tag, wait=60, args=(), **extra):
         extra_vars = dict(lock_path=self.lock_path, out=self.out, info_dir=self.info_dir, tag=tag, wait=wait,
@@ -147,7 +152,37 @@ class Runs(object):
         with open(self.out) as handle:
             return [line.split() for line in handle if line.strip()]
 
+    def descendants(self, pid):
+        """(pid, starttime) of every process below ``pid`` now (Ansible's workers are session leaders)."""
+        children = {}
+        for entry in os.listdir('/proc'):
+            if entry.isdigit():
+                try:
+                    with open('/proc/%s/stat' % entry) as handle:
+                        text = handle.read()
+                except (IOError, OSError):
+                    continue
+                fields = text[text.rfind(')') + 2:].split()
+                children.setdefault(int(fields[1]), []).append((int(entry), int(fields[19])))
+        found, todo = [], [pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child[0])
+        return found
+
+    def kill(self, proc):
+        """SIGKILL one ansible-playbook; its workers keep running their task, tracked for cleanup."""
+        below = self.descendants(proc.pid)
+        self.orphans.extend(below)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return below
+
     def cleanup(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                self.orphans.extend(self.descendants(proc.pid))
         sessions = set(proc.pid for proc in self.procs)
         for proc in self.procs:
             if proc.poll() is None:
@@ -161,6 +196,9 @@ class Runs(object):
                         os.kill(int(entry), signal.SIGKILL)
                     except OSError:
                         pass
+        for pid, starttime in self.orphans:
+            if _alive(pid, starttime):
+                os.kill(pid, signal.SIGKILL)
         for pid, starttime in self.holders:
             if _alive(pid, starttime):
                 os.kill(pid, signal.SIGTERM)
@@ -221,19 +259,36 @@ def test_short_timeout_fails_naming_the_holder(runs):
 
 
 def test_killed_run_does_not_block_the_next(runs):
-    killed = runs.start('a', pause=30)
-    assert _wait(lambda: runs.info('a') is not None, 60), runs.log('a')
+    """SIGKILL of ansible-playbook: its orphaned worker finishes the running task, then the lock frees."""
+    killed = runs.start('a', pause=1.5)  # the writing task lasts about 6 s
+    assert _wait(lambda: runs.info('a') is not None and runs.lines(), 60), runs.log('a')
     holder = runs.info('a')['holder']
     assert holder['watch']['kind'] == 'local' and holder['watch']['pid'] == killed.pid
-    os.kill(killed.pid, signal.SIGKILL)
-    killed.wait()
-    gone_at = time.time()
-    assert _wait(lambda: not _alive(holder['pid'], holder['starttime']), 5)  # the holder saw its run end
-    next_run = runs.start('b', wait=30, pause=0.1)
+    runs.kill(killed)
+    killed_at = time.time()
+    next_run = runs.start('b', wait=60, pause=0.1)
+    assert _wait(lambda: not _alive(holder['pid'], holder['starttime']), 15)  # its last task ended
     assert next_run.wait(120) == 0, runs.log('b')
+    lines = runs.lines()
+    assert _blocks(lines) == ['a', 'b'], lines  # the orphaned task's lines all come before b's
+    assert [n for tag, n, _stamp in lines if tag == 'a'] == ['1', '2', '3', '4']
     info = runs.info('b')
-    assert info['acquired'] and info['waited'] < 3.0
-    assert info['holder']['since_epoch'] - gone_at < 30  # measured from the kill, not from max_hold
+    assert info['acquired'] and info['holder']['since_epoch'] - killed_at < 15  # not max_hold
+
+
+def test_killed_run_with_its_workers_frees_at_once(runs):
+    """SIGKILL of ansible-playbook and of every process below it: nothing of the run is left."""
+    killed = runs.start('a', pause=0.2, keep=True, linger=60)
+    assert _wait(lambda: runs.info('a') is not None, 60), runs.log('a')
+    holder = runs.info('a')['holder']
+    time.sleep(1)  # now in the pause task
+    for pid, starttime in runs.kill(killed):
+        if _alive(pid, starttime):
+            os.kill(pid, signal.SIGKILL)
+    assert _wait(lambda: not _alive(holder['pid'], holder['starttime']), 5)
+    after = runs.start('b', wait=30, pause=0.1)
+    assert after.wait(120) == 0, runs.log('b')
+    assert runs.info('b')['waited'] < 3.0
 
 
 def test_holder_never_outlives_its_run(runs):
