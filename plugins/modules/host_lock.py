@@ -38,9 +38,9 @@ description:
     C(ansible-playbook) process. C(sudo), C(su) and shells in between are passed. It is
     identified by pid and start time, so a reused pid does not keep a lock alive.
     Under a local connection, when the main process is killed, the worker that runs the
-    current task finishes that task as an orphan (Ansible's workers are session leaders);
+    current task finishes that task as an orphan (Ansible''s workers are session leaders);
     the holder keeps the lock until no such orphaned worker of the run is left, so the
-    killed run's last task never overlaps the next run.
+    killed run''s last task never overlaps the next run.
     When none is found (other connection plugins), the module warns and only
     O(max_hold) bounds the lock.'
   - 'Under C(ssh) with C(ControlPersist) (Ansible''s default) the session process is the
