@@ -52,6 +52,8 @@ def lab(fastvirt, fastvirt_base):
         pytest.skip('ansible-playbook is not installed')
     if not os.path.isdir(sim.CPU_MAP_DIR):
         pytest.skip('libvirt CPU map not found at %s (set LIBVIRT_CPU_MAP_DIR)' % sim.CPU_MAP_DIR)
+    # libvirtd probes QEMU lazily: ask once so the shared capabilities cache exists to copy
+    fastvirt.connect().getDomainCapabilities(None, 'x86_64', None, 'qemu', 0)
     pool = sim.SimulatedHosts(fastvirt_base, fastvirt.cache_dir, sorted(set(MEMBERS.values())))
     work = tempfile.mkdtemp(prefix='kvmlab-cpupool-')
     token = uuid.uuid4().hex[:5]
@@ -127,9 +129,9 @@ class Lab(object):
         return path
 
     def play(self, action, pools, *extra, **kwargs):
-        """Run playbooks/cpu-pool-<action>.yml; returns (rc, report, changed per host, output)."""
+        """Run playbooks/cpu_pool_<action>.yml; returns (rc, report, changed per host, output)."""
         report = os.path.join(self.work, 'report-%s.json' % uuid.uuid4().hex[:6])
-        command = [_playbook_command(), '-i', self.inventory(pools), 'playbooks/cpu-pool-%s.yml' % action]
+        command = [_playbook_command(), '-i', self.inventory(pools), 'playbooks/cpu_pool_%s.yml' % action]
         if kwargs.get('report', True):  # the report file is a (controller) change of its own
             command += ['-e', 'cpu_pool_report_file=%s' % report]
         command += list(extra)
