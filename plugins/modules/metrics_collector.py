@@ -53,8 +53,10 @@ options:
       - V(present) installs (or updates) the collector, its configuration and units, and
         enables and starts the timer.
       - V(absent) removes everything V(present) added, the collector's output and state included.
+      - V(query) changes nothing; it compares the installed files and the timer with what V(present) would
+        install and reads the collector's latest output (RV(items), RV(verdict), RV(latest)).
     type: str
-    choices: [present, absent]
+    choices: [present, absent, query]
     default: present
   tiers:
     description:
@@ -225,16 +227,41 @@ config:
   description: The collector's configuration as written (or that would be); V(null) for O(state=absent).
   returned: always
   type: dict
+items:
+  description:
+    - With O(state=query), one item per installed piece (collector, config, service, timer, the timer
+      running, a fresh output), each C(name), C(state) (V(applied), V(stock), V(drifted)), C(intended), C(live).
+  returned: when state is query
+  type: list
+  elements: dict
+verdict:
+  description: With O(state=query), the layer's verdict from RV(items) (C(verdict), C(summary), ...).
+  returned: when state is query
+  type: dict
+latest:
+  description:
+    - With O(state=query), the tier series of the collector's latest output (C(kvmlab_tier_*),
+      C(kvmlab_collector_*)) as family name to a list of C(labels) and C(value); empty without output.
+  returned: when state is query
+  type: dict
+  sample: {kvmlab_tier_entitled_share: [{labels: {tier: gold}, value: 0.6}]}
+output_age_seconds:
+  description: With O(state=query), seconds since the output was written; V(null) when there is none.
+  returned: when state is query
+  type: float
 '''
 
 import base64
 import json
 import os
+import re
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _metrics
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _snapshot as snap
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._status import verdict as _verdict
 
 
 def collector_source():
@@ -247,6 +274,22 @@ def collector_source():
         with open(_metrics.__file__) as handle:
             source = handle.read()
     return source
+
+
+def parse_latest(text, prefixes=('kvmlab_tier_', 'kvmlab_collector_')):
+    """Family name -> [{labels, value}] of the text format lines whose names start with ``prefixes``."""
+    out = {}
+    for line in (text or '').splitlines():
+        if not line or line.startswith('#') or not line.startswith(prefixes):
+            continue
+        head, _sep, value = line.rpartition(' ')
+        name, _brace, labels_text = head.partition('{')
+        labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', labels_text))
+        try:
+            out.setdefault(name, []).append({'labels': labels, 'value': float(value)})
+        except ValueError:
+            continue
+    return out
 
 
 def _text(path):
@@ -461,7 +504,43 @@ class Installer(object):
             return False
         return all(os.path.join(directory, entry) in gone for entry in entries)
 
+    def query(self):
+        items = []
+        names = {'collector': 'collector script', 'config': 'collector config', 'service': 'service unit',
+                 'timer': 'timer unit'}
+        for path, content, _mode in self.wanted_files():
+            live = _text(path)
+            key = [k for k, v in self.paths.items() if v == path][0]
+            state = 'applied' if live == content else 'stock' if live is None else 'drifted'
+            items.append({'name': names[key], 'state': state, 'intended': path,
+                          'live': 'absent' if live is None else 'as intended' if live == content else 'differs'})
+        if self.systemctl:
+            timer = self._timer_state()
+            self.result['timer'] = timer
+            running = timer['enabled'] and timer['active']
+            items.append({'name': self.timer_name, 'state': 'applied' if running else
+                          'stock' if not timer['enabled'] and not timer['active'] else 'drifted',
+                          'intended': 'enabled, active', 'live': '%s, %s' % (
+                              'enabled' if timer['enabled'] else 'disabled',
+                              'active' if timer['active'] else 'inactive')})
+        age = None
+        try:
+            age = max(0.0, time.time() - os.stat(self.paths['output']).st_mtime)
+        except OSError:
+            pass
+        fresh_limit = 3 * self.p['interval'] + 5
+        items.append({'name': 'output', 'state': 'stock' if age is None else 'applied' if age <= fresh_limit
+                      else 'drifted', 'intended': 'written within %d s' % fresh_limit,
+                      'live': 'absent' if age is None else 'written %.0f s ago' % age})
+        self.result['items'] = items
+        self.result['verdict'] = _verdict(items)
+        self.result['output_age_seconds'] = age
+        self.result['latest'] = parse_latest(_text(self.paths['output']))
+
     def run(self):
+        if self.p['state'] == 'query':
+            self.query()
+            self.module.exit_json(**self.result)
         if self.p['state'] == 'present':
             if self.p['tiers'] is None:
                 self.module.fail_json(msg='metrics_collector: tiers is required with state=present')
@@ -479,7 +558,7 @@ class Installer(object):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type='str', choices=['present', 'absent'], default='present'),
+            state=dict(type='str', choices=['present', 'absent', 'query'], default='present'),
             tiers=dict(type='dict'),
             pools=dict(type='dict', default={}),
             guests=dict(type='raw', default=[]),

@@ -173,3 +173,27 @@ def test_bad_arguments_fail_with_a_message(tree):
     assert result['failed'] and 'without spaces' in result['msg']
     result = run_module(metrics_collector.main, dict(args, tiers=None))
     assert result['failed'] and 'tiers is required' in result['msg']
+
+
+def test_query_reports_items_verdict_and_latest(tree):
+    root, fake, args = tree
+    stock = run_module(metrics_collector.main, dict(args, state='query'))
+    assert stock['changed'] is False and stock['verdict']['verdict'] == 'stock'
+    assert [i['state'] for i in stock['items']] == ['stock'] * 6
+    assert stock['latest'] == {} and stock['output_age_seconds'] is None
+    run_module(metrics_collector.main, args)
+    out = root / 'var/lib/prometheus/node-exporter/kvmlab.prom'
+    out.write_text('# HELP kvmlab_tier_entitled_share x\n# TYPE kvmlab_tier_entitled_share gauge\n'
+                   'kvmlab_tier_entitled_share{tier="gold"} 0.75\nkvmlab_guest_vcpus{guest="a",tier="gold"} 2\n')
+    live = run_module(metrics_collector.main, dict(args, state='query'))
+    assert live['verdict']['verdict'] == 'applied', live['items']
+    assert live['latest'] == {'kvmlab_tier_entitled_share': [{'labels': {'tier': 'gold'}, 'value': 0.75}]}
+    fake.active.clear()
+    (root / 'etc/kvmlab/metrics.json').write_text('{}')
+    drifted = run_module(metrics_collector.main, dict(args, state='query'))
+    assert drifted['verdict']['verdict'] == 'drifted'
+    states = dict((i['name'], i['state']) for i in drifted['items'])
+    assert states['collector config'] == 'drifted' and states['kvmlab-metrics.timer'] == 'drifted'
+    assert states['collector script'] == 'applied'
+    assert metrics_collector.parse_latest('kvmlab_tier_x{a="q\\"b"} 1\n') == {
+        'kvmlab_tier_x': [{'labels': {'a': 'q\\"b'}, 'value': 1.0}]}
