@@ -652,27 +652,44 @@ def metadata_restore(record, current):
 _IOTHREADIDS_RE = re.compile(r'\n?[ \t]*<iothreadids>((?:\s*<iothread id=[\'"]\d+[\'"]\s*/>)+)\s*</iothreadids>')
 _IOTHREAD_ID_RE = re.compile(r'id=[\'"](\d+)[\'"]')
 _IOTHREADS_RE = re.compile(r'<iothreads>\s*(\d+)\s*</iothreads>')
-_EMPTY_METADATA_RE = re.compile(r'(\n?[ \t]*)<metadata\b[^>]*?(?:/>|>\s*</metadata>)')
+
+
+_METADATA_BLOCK_RE = re.compile(r'<metadata\b[^>]*?(?:/>|>.*?</metadata>)', re.S)
+
+
+def metadata_block(xml_text):
+    """The ``<metadata>`` element of a domain XML exactly as written, or None."""
+    match = _METADATA_BLOCK_RE.search(xml_text)
+    return match.group(0) if match else None
 
 
 def xml_shape(xml_text):
-    """The parts of a persistent XML that libvirt adds on its own and rollback takes out again.
+    """The parts of a persistent XML that apply may reshape and rollback puts back as they were.
 
-    ``has_metadata``: a ``<metadata>`` element exists; ``iothreadids``: an
-    ``<iothreadids>`` list exists (libvirt writes one when an IOThread is pinned).
+    ``has_metadata``: a ``<metadata>`` element exists; ``metadata_block``: its
+    exact text (libvirt moves namespace declarations around when the XML is
+    redefined); ``iothreadids``: an ``<iothreadids>`` list exists (libvirt
+    writes one when an IOThread is pinned).
     """
     return {'has_metadata': re.search(r'<metadata\b', xml_text) is not None,
+            'metadata_block': metadata_block(xml_text),
             'iothreadids': '<iothreadids>' in xml_text}
 
 
+def _element_tree(node):
+    return (node.tag, sorted(node.attrib.items()), (node.text or '').strip(),
+            [_element_tree(child) for child in node])
+
+
 def tidy_xml(xml_text, shape):
-    """The persistent XML with libvirt's own additions taken out where ``shape`` had none, or None.
+    """The persistent XML with its reshaped parts as ``shape`` recorded them, or None when nothing differs.
 
     An ``<iothreadids>`` list that only numbers the IOThreads 1..N of
-    ``<iothreads>N</iothreads>`` goes when the recorded XML had none; an
-    empty ``<metadata>`` goes when there was none and is written as
-    ``<metadata/>`` (no stray namespace declaration) when there was one.
-    Returns None when nothing is to be changed.
+    ``<iothreads>N</iothreads>`` goes when the recorded XML had none. The
+    ``<metadata>`` element gets its recorded text back when it means the
+    same (same elements in the same namespaces, whatever the prefixes and
+    where they are declared); an empty one goes when there was none. A
+    ``<metadata>`` whose content differs from the record is left alone.
     """
     text = xml_text
     if shape.get('iothreadids') is False:
@@ -682,13 +699,24 @@ def tidy_xml(xml_text, shape):
             ids = [int(i) for i in _IOTHREAD_ID_RE.findall(match.group(1))]
             if ids == list(range(1, int(count.group(1)) + 1)):
                 text = text[:match.start()] + text[match.end():]
-    if 'has_metadata' in shape:
-        match = _EMPTY_METADATA_RE.search(text)
-        if match:
-            if not shape['has_metadata']:
-                text = text[:match.start()] + text[match.end():]
-            elif match.group(0).strip() != '<metadata/>':
-                text = text[:match.start()] + match.group(1) + '<metadata/>' + text[match.end():]
+    if 'metadata_block' in shape or 'has_metadata' in shape:
+        recorded = shape.get('metadata_block')
+        if recorded is None and shape.get('has_metadata'):
+            recorded = '<metadata/>'
+        match = _METADATA_BLOCK_RE.search(text)
+        if match and match.group(0) != recorded:
+            node = ET.fromstring(text).find('metadata')
+            now = _element_tree(node) if node is not None else None
+            if recorded is None:
+                if node is not None and len(node) == 0:
+                    head = text[:match.start()]
+                    cut = len(head) - len(head.rstrip(' \t'))
+                    start = match.start() - cut
+                    if start > 0 and text[start - 1] == '\n':
+                        start -= 1
+                    text = text[:start] + text[match.end():]
+            elif now == _element_tree(ET.fromstring(recorded)):
+                text = text[:match.start()] + recorded + text[match.end():]
     return None if text == xml_text else text
 
 

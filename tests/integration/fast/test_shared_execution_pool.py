@@ -5,10 +5,12 @@
 
 The role's entry points run through ansible-playbook on localhost with
 ``shared_execution_pool_systemd: false`` (the private libvirtd has no
-systemd: scope properties are tested on the lab host by Molecule). The
-effect is read back independently: live affinity from
+systemd: scope properties are tested on the lab host by Molecule). The role
+manages every guest of the connection (the private daemon holds only this
+test's guests). The effect is read back independently: live affinity from
 /proc/<qemu pid>/task/*/status, cpu.shares from the guest's cgroup, the
-persistent config from libvirt's XML file in the daemon's state directory.
+persistent config (pins, shares, partition, kvmlab tier metadata) from
+libvirt's XML file in the daemon's state directory.
 
 Pools on a 2-CPU host: CPU 0 is host_reserved = host_emulator, CPU 1 the
 guest pool; the tests skip where those pools do not validate.
@@ -21,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -30,6 +33,7 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._pools impor
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._topology import read_topology
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+NS = 'https://kvmlab.invalid/host_resources/1'
 POOLS = {'host_reserved': '0', 'host_housekeeping': '0', 'host_emulator': '0', 'guest_domain': '1'}
 ALL = '0-1'
 
@@ -152,6 +156,8 @@ def test_apply_check_idempotence_status_and_rollback(fastvirt, guests, role, tmp
         "<vcpupin vcpu='0' cpuset='1'/>", "<vcpupin vcpu='1' cpuset='1'/>", "<emulatorpin cpuset='0'/>",
         "<iothreadpin iothread='1' cpuset='0'/>", '<shares>512</shares>', '<partition>/machine/gold</partition>'])
     assert '<partition>/machine/silver</partition>' in tuning(fastvirt, silver)
+    # the tiers the inventory gave travel with the guests
+    assert tier_metadata(fastvirt, gold) == 'gold' and tier_metadata(fastvirt, silver) == 'silver'
     snapshot = tmp_path / 'snapshots' / 'shared-execution-pool.json'
     assert oct(snapshot.stat().st_mode & 0o777) == '0o600'
     snapshot_text = snapshot.read_text()
@@ -176,18 +182,99 @@ def test_apply_check_idempotence_status_and_rollback(fastvirt, guests, role, tmp
     assert facts['status']['verdict'] == 'mixed'
     assert facts['status']['mixed'] == ['%s vCPU threads' % silver]
 
-    # rollback: back to the snapshot, which is then removed
+    # rollback: back to the snapshot, byte for byte in the persistent XML, which is then removed
     changed, _, _ = role('rollback', spec)
     assert changed > 0
     for name in (gold, silver):
         assert live(fastvirt, name) == pristine[name][0]
         assert live_shares(fastvirt, name) == pristine[name][2]
         assert tuning(fastvirt, name) == []
+        assert config_xml(fastvirt, name) == pristine[name][1]
     assert not snapshot.exists()
     changed, facts, _ = role('status', spec)
     assert facts['status']['verdict'] == 'stock', facts['status']['summary']
     _, _, out = role('rollback', spec, fail=True)
     assert 'nothing to roll back' in out
+
+
+def tier_metadata(virt, name):
+    """The tier in the kvmlab metadata element of the persistent XML file, or None."""
+    node = ET.fromstring(config_xml(virt, name)).find('metadata/{%s}guest/{%s}tier' % (NS, NS))
+    return None if node is None else node.text
+
+
+def set_tier_metadata(virt, name, tier):
+    conn = virt.connect()
+    conn.lookupByName(name).setMetadata(2, '<guest><tier>%s</tier></guest>' % tier, 'kvmlab', NS, 2)
+
+
+def test_every_guest_of_the_connection_inventory_metadata_default_exclude(fastvirt, guests, role):
+    listed = guests('listed', vcpus=1)
+    outside = guests('outside', vcpus=1)
+    tagged = guests('tagged', vcpus=2, start=False)
+    skipped = guests('skipped', vcpus=1)
+    set_tier_metadata(fastvirt, tagged, 'silver')
+    spec = [{'name': listed, 'tier': 'gold'}]
+    extra = {'shared_execution_pool_exclude': [skipped]}
+    names = (listed, outside, tagged, skipped)
+    pristine = dict((name, config_xml(fastvirt, name)) for name in names)
+    pristine_live = dict((name, (live(fastvirt, name), live_shares(fastvirt, name)))
+                         for name in (listed, outside, skipped))
+
+    _, facts, _ = role('status', spec, **extra)
+    sources = dict((g['name'], (g['tier'], g['tier_source'])) for g in facts['status']['guests'])
+    assert sources == {listed: ('gold', 'inventory'), outside: ('bronze', 'default'), tagged: ('silver', 'metadata')}
+    assert facts['status']['excluded'] == [skipped]
+    assert facts['status']['verdict'] == 'stock', facts['status']['summary']
+
+    changed, _, _ = role('apply', spec, check=True, **extra)
+    assert changed > 0
+    assert dict((name, config_xml(fastvirt, name)) for name in names) == pristine
+
+    changed, facts, _ = role('apply', spec, **extra)
+    assert changed > 0
+    assert sorted(g['name'] for g in facts['result']['guests']) == sorted([listed, outside, tagged])
+    # outside the inventory: the default tier, live and persistent, no metadata written for it
+    assert live(fastvirt, outside) == {'vcpus': {0: '1'}, 'iothreads': {}, 'emulator': {'0'}}
+    assert live_shares(fastvirt, outside) == 167
+    assert tuning(fastvirt, outside) == sorted([
+        "<vcpupin vcpu='0' cpuset='1'/>", "<emulatorpin cpuset='0'/>", '<shares>167</shares>',
+        '<partition>/machine/bronze</partition>'])
+    assert tier_metadata(fastvirt, outside) is None
+    # the tier in its own metadata (a stopped guest: persistent only), metadata kept
+    assert tuning(fastvirt, tagged) == sorted([
+        "<vcpupin vcpu='0' cpuset='1'/>", "<vcpupin vcpu='1' cpuset='1'/>", "<emulatorpin cpuset='0'/>",
+        '<shares>333</shares>', '<partition>/machine/silver</partition>'])
+    assert tier_metadata(fastvirt, tagged) == 'silver'
+    assert tier_metadata(fastvirt, listed) == 'gold' and live_shares(fastvirt, listed) == 512
+    # excluded: untouched
+    assert config_xml(fastvirt, skipped) == pristine[skipped]
+    assert (live(fastvirt, skipped), live_shares(fastvirt, skipped)) == pristine_live[skipped]
+
+    changed, _, _ = role('apply', spec, **extra)
+    assert changed == 0
+    _, facts, _ = role('status', spec, **extra)
+    assert facts['status']['verdict'] == 'shared execution pool', facts['status']['summary']
+    items = dict((item['name'], item) for item in facts['status']['items'])
+    assert items['%s tier' % outside]['live'] == 'bronze from default'
+    assert items['%s tier' % tagged]['live'] == 'silver from metadata'
+    assert not [item for item in facts['status']['items'] if item['guest'] == skipped and item['class'] != 'info']
+
+    # a guest defined after apply, outside the inventory: its vCPUs run on the reserved CPU too, the layer is mixed
+    late = guests('late', vcpus=1)
+    _, facts, _ = role('status', spec, **extra)
+    assert facts['status']['verdict'] == 'mixed'
+    assert '%s vCPU threads' % late in facts['status']['mixed']
+    assert 'can run on reserved CPUs 0' in dict((i['name'], i) for i in facts['status']['items'])[
+        '%s vCPU threads' % late]['live']
+
+    changed, facts, _ = role('rollback', spec, **extra)
+    assert changed > 0
+    for name in names:
+        assert config_xml(fastvirt, name) == pristine[name], name
+    for name in (listed, outside, skipped):
+        assert (live(fastvirt, name), live_shares(fastvirt, name)) == pristine_live[name], name
+    assert tier_metadata(fastvirt, listed) is None and tier_metadata(fastvirt, tagged) == 'silver'
 
 
 def test_stopped_guest_gets_the_persistent_changes_live_ones_pending(fastvirt, guests, role):
