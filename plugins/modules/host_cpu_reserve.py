@@ -34,7 +34,7 @@ description:
     it may create, PID 1's affinity and the online CPUs) in the collection's snapshot format (root only,
     directory 0700, file 0600; never overwritten; a snapshot of release 1 is read and migrated).
   - O(state=restored) brings that snapshot back exactly, then removes it. Files are written back or
-    removed, with C(daemon-reload), C(update-grub) and an irqbalance restart where their files changed,
+    removed, with C(daemon-reload) (the boot unit stopped first when it ran this boot), C(update-grub) and an irqbalance restart where their files changed,
     directories the apply made removed when empty, and PID 1's affinity set from the snapshot
     (removing the drop-in does not give it back). A missing snapshot fails with
     C(nothing to roll back); a corrupt, truncated or foreign one fails naming the file and the
@@ -669,6 +669,10 @@ class CpuReserve(object):
         if any(a['path'] in grub for a in touched) and 'update-grub' not in actions:
             actions.append('update-grub')
         pid1_before = self.pid1()
+        boot_unit = self.boot_paths()[0]
+        if any(a['path'] == boot_unit and a['action'] == 'remove' for a in touched) and self.boot_unit_active():
+            # it ran at boot (RemainAfterExit): stop it so nothing of it stays loaded
+            actions.insert(0, 'stop-boot-unit')
 
         diffs = []
         for action in touched:
@@ -680,6 +684,9 @@ class CpuReserve(object):
             verb = 'restore' if action['action'] == 'write' else 'remove'
             self.report.append('%s %s' % ('would ' + verb if self.check else verb + 'd', action['path']))
 
+        if actions and actions[0] == 'stop-boot-unit':
+            self.run([self.systemctl, 'stop', '--', fd.BOOT_UNIT_NAME])
+            actions.pop(0)
         if not self.check:
             try:
                 snap.apply_file_plan(file_actions)
@@ -715,6 +722,14 @@ class CpuReserve(object):
         if self.module._diff:
             result['diff'] = diffs
         return result
+
+    def boot_unit_active(self):
+        name = fd.BOOT_UNIT_NAME
+        try:
+            show = parse_show(self.read(show_command(self.systemctl, [name], ('Id', 'ActiveState'))), [name])
+        except SystemdConfigError as exc:
+            raise Failure(to_native(exc))
+        return is_active(show[name])
 
     # -- query -------------------------------------------------------------
 

@@ -122,7 +122,7 @@ class FakeHost(object):
                             if line.startswith('CPUAffinity='):
                                 self.set_pid1(line.split('=', 1)[1].strip())
             return 0, '', ''
-        if verb == 'try-restart':
+        if verb in ('try-restart', 'stop'):
             return 0, '', ''
         raise AssertionError('unexpected command %r' % (args,))
 
@@ -480,3 +480,13 @@ def test_query_with_a_corrupt_snapshot_still_reports(host):
     result = query(host, slices=[])
     assert result['status']['verdict'] == 'stock'
     assert result['snapshot']['exists'] is True
+
+
+def test_rollback_after_a_reboot_stops_the_boot_unit_first(host):
+    apply(host)
+    host.slices['kvmlab-host-cpu-reserve.service'] = {'weight': '', 'allowed': '', 'active': True,
+                                                      'cgroup': '/system.slice/kvmlab-host-cpu-reserve.service'}
+    result = run(host, state='restored', snapshot_path=host.snapshot)
+    assert host.changing_calls() == [['stop', '--', 'kvmlab-host-cpu-reserve.service'], ['daemon-reload']]
+    assert result['commands'][0] == [SYSTEMCTL, 'stop', '--', 'kvmlab-host-cpu-reserve.service']
+    assert not os.path.exists(boot_unit(host))
