@@ -29,10 +29,10 @@ def guest_placement(guests, tiers, pools, emulator_policy='share'):
         raise AnsibleFilterError('guest_placement: %s' % exc)
 
 
-def virt_install_args(guest, tiers, pools, guests=None, emulator_policy='share'):
-    """virt-install arguments (argv list) that create the guest already placed."""
+def virt_install_args(guest, tiers, pools, guests=None, emulator_policy='share', tier_metadata=True):
+    """virt-install arguments (argv list) that create the guest already placed, its tier in its metadata."""
     try:
-        return _virt_install_args(guest, tiers, pools, guests, emulator_policy)
+        return _virt_install_args(guest, tiers, pools, guests, emulator_policy, tier_metadata)
     except PlacementError as exc:
         raise AnsibleFilterError('virt_install_args: %s' % exc)
 

@@ -878,7 +878,7 @@ def guest_placement(guests, tiers, pools, emulator_policy='share'):
     }
 
 
-def virt_install_args(guest, tiers, pools, guests=None, emulator_policy='share'):
+def virt_install_args(guest, tiers, pools, guests=None, emulator_policy='share', tier_metadata=True):
     """virt-install arguments that create ``guest`` placed as :func:`guest_placement` says.
 
     Seed 001's "Current virt-install Policy": ``--resource partition=``,
@@ -886,7 +886,11 @@ def virt_install_args(guest, tiers, pools, guests=None, emulator_policy='share')
     ``shares``, one ``vcpupinN`` per vCPU, ``emulatorpin`` and one
     ``iothreadpinN`` per IOThread. ``guests`` is the whole list the
     isolated emulator CPUs are handed out over (default: this guest alone).
-    Returns an argv list (no shell quoting needed: cpulists and paths have
+    With ``tier_metadata`` (the default) the arguments start with two
+    ``--xml`` edits that write the guest's tier into its ``<metadata>`` as
+    ``<guest xmlns="https://kvmlab.invalid/host_resources/1"><tier>TIER</tier></guest>``,
+    the element the execution_pool module reads, so the tier travels with
+    the guest. Returns an argv list (no shell quoting needed: cpulists and paths have
     no spaces; virt-install takes the commas inside cpusets).
     """
     if not isinstance(guest, dict) or not guest.get('name'):
@@ -910,7 +914,12 @@ def virt_install_args(guest, tiers, pools, guests=None, emulator_policy='share')
         tune.append('vcpupin%d.vcpu=%d' % (vcpu, vcpu))
         tune.append('vcpupin%d.cpuset=%s' % (vcpu, own['vcpu_cpuset']))
     tune.append('emulatorpin.cpuset=%s' % own['emulator_cpuset'])
-    args = ['--resource', 'partition=%s' % own['partition']]
+    args = []
+    if tier_metadata:
+        args.extend(['--xml', './metadata/guest/tier=%s' % own['tier'],
+                     # the namespace of _execution_pool.METADATA_NS, as a default namespace
+                     '--xml', './metadata/guest/@xmlns=https://kvmlab.invalid/host_resources/1'])
+    args.extend(['--resource', 'partition=%s' % own['partition']])
     iothreads = own['iothreads'] or 0
     if iothreads:
         args.extend(['--iothreads', 'iothreads=%d' % iothreads])
