@@ -113,10 +113,11 @@ def test_snapshot_is_root_only_and_holds_the_stock_values(host, phase):
     assert snap.mode == 0o600 and snap.user == "root"
     assert host.file(os.path.dirname(SNAPSHOT)).mode == 0o700
     data = json.loads(snap.content_string)
+    assert (data["schema"], data["version"], data["layer"]) == ("kvmlab.host_resources/snapshot", 2, "memory")
     stock = dict(line.split("=", 1) for line in read(host, STATE + "/stock.txt").splitlines())
-    assert data["live"]["thp"]["enabled"] == selected(stock["thp.enabled"])
-    assert str(data["live"]["ksm"]["pages_to_scan"]) == stock["ksm.pages_to_scan"]
-    assert data["zram_generator_installed"] is (stock["zram-generator"] == "installed")
+    assert data["values"]["thp"]["enabled"] == selected(stock["thp.enabled"])
+    assert str(data["values"]["ksm"]["pages_to_scan"]) == stock["ksm.pages_to_scan"]
+    assert data["values"]["zram_generator_installed"] is (stock["zram-generator"] == "installed")
 
 
 def test_effect_figures_with_real_merging_and_compression(host, phase):
