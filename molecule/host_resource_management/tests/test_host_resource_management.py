@@ -83,7 +83,7 @@ def test_snapshot_is_root_only_and_records_stock(host):
     snap = host.file('/var/lib/kvmlab/snapshots/host-resource-management.json')
     assert snap.mode == 0o600 and snap.user == 'root'
     data = json.loads(snap.content_string)
-    assert data['pid1_cpus_allowed'] == host.file('/root/molecule/pid1-stock').content_string.strip()
+    assert data['values']['pid1_cpus_allowed'] == host.file('/root/molecule/pid1-stock').content_string.strip()
     dropin = '/etc/systemd/system.conf.d/90-kvmlab-host-resource-management.conf'
     assert data['files'][dropin]['exists'] is False
 
