@@ -1,0 +1,73 @@
+"""host_lock as a module, in-process: argument checks, check mode, acquire / re-enter / release."""
+import os
+import signal
+
+import pytest
+
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _lock as lk
+from ansible_collections.kvmlab.host_resources.plugins.modules import host_lock
+from ansible_collections.kvmlab.host_resources.tests.unit.module_runner import run_module
+
+TOKEN = 'unit-test-token-0123456789'
+
+
+@pytest.fixture
+def path(tmp_path):
+    lock = str(tmp_path / 'module.lock')
+    yield lock
+    record = lk.read_holder(lock)
+    if record:
+        os.kill(record['pid'], signal.SIGTERM)
+        lk.wait_gone(record['pid'], record['starttime'])
+
+
+def warnings(result):
+    return ' '.join(str(item.get('msg', item) if isinstance(item, dict) else item) for item in result.get('warnings', []))
+
+
+def call(check_mode=False, **args):
+    return run_module(host_lock.main, args, check_mode=check_mode)
+
+
+def test_short_token_and_missing_token_fail(path):
+    assert call(path=path, token='short')['msg'] == 'token must have at least 16 characters (got 5)'
+    assert 'token' in call(path=path, state='released')['msg']
+    assert 'does not exist' in call(path='/nonexistent-dir/x.lock')['msg']
+
+
+def test_check_mode_takes_nothing(path):
+    result = call(check_mode=True, path=path, token=TOKEN)
+    assert result['would'] == 'acquire' and result['acquired'] is False and result['changed'] is False
+    assert not os.path.exists(path)
+    result = call(check_mode=True, path=path, token=TOKEN, state='released')
+    assert result['would'] == 'nothing' and result['held'] is False
+
+
+def test_acquire_reenter_release(path):
+    first = call(path=path, token=TOKEN, owner='unit', watch_pid=os.getpid())
+    assert first['acquired'] and not first.get('failed') and first['changed'] is False and first['depth'] == 1
+    assert first['watch']['pid'] == os.getpid() and first['watch']['kind'] == 'given'
+    holder = first['holder']
+    assert lk.read_holder(path)['pid'] == holder['pid'] and holder['owner'] == 'unit'
+    checked = call(check_mode=True, path=path, token=TOKEN)
+    assert checked['would'] == 'reenter' and checked['depth'] == 0
+    busy = call(check_mode=True, path=path, token='z' * 20)
+    assert busy['would'] == 'wait' and busy['holder']['pid'] == holder['pid']
+    assert 'holder pid %d' % holder['pid'] in warnings(busy)
+    nested = call(path=path, token=TOKEN)
+    assert nested['reentered'] and nested['depth'] == 2 and nested['would'] == 'reenter'
+    refused = call(path=path, token='z' * 20, timeout=0)
+    assert refused['failed'] and 'held by another run: holder pid %d' % holder['pid'] in refused['msg']
+    inner = call(path=path, token=TOKEN, state='released')
+    assert inner['would'] == 'leave' and inner['depth'] == 1 and not inner['released']
+    outer = call(path=path, token=TOKEN, state='released')
+    assert outer['would'] == 'release' and outer['released'] and outer['changed'] is False
+    assert not lk.alive(holder['pid'], holder['starttime'])
+    late = call(path=path, token=TOKEN, state='released')
+    assert late['held'] is False and 'not held by this run' in warnings(late)
+
+
+def test_generated_token_is_returned(path):
+    result = call(path=path, watch_pid=0, max_hold=5)
+    assert len(result['token']) == 32 and result['watch'] is None
+    assert call(path=path, token=result['token'], state='released')['released']
