@@ -6,8 +6,9 @@ SHELL := /bin/bash
 
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
-# The oldest ansible-core meta/runtime.yml claims (requirements-oldest.txt).
-VENV_OLDEST ?= .venv-oldest
+# The oldest ansible-core meta/runtime.yml claims (requirements-oldest.txt), under
+# .build/ so that git (and the ansible-test tree made from git ls-files) ignores it.
+VENV_OLDEST ?= $(BUILD)/venv-oldest
 PY_OLDEST   := $(VENV_OLDEST)/bin/python
 BUILD       := .build
 COLL_LINK   := $(BUILD)/collections/ansible_collections/kvmlab/host_resources
@@ -120,4 +121,4 @@ demo: lab-up
 	ansible-playbook -i $(LAB_DIR)/inventory.yml playbooks/status.yml
 
 clean: lab-down
-	rm -rf $(BUILD) $(VENV_OLDEST)
+	rm -rf $(BUILD)

@@ -30,7 +30,7 @@ PLAYBOOKS = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(o
 ROLES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, 'roles', '*')) if os.path.isdir(p))
 
 # Development, test, CI and lab material: none of it may ship.
-MUST_NOT_SHIP = ('requirements-dev.txt', 'docs/DEVELOPING.md', 'docs/contention/lab-report.json',
+MUST_NOT_SHIP = ('requirements-dev.txt', 'requirements-oldest.txt', 'docs/DEVELOPING.md', 'docs/contention/lab-report.json',
                  'docs/contention/lab-report.md', 'docs/contention/lab-report.svg', 'vars/lab_guests.yml',
                  'Makefile', 'ansible.cfg')
 MUST_NOT_SHIP_DIRS = ('tests/', 'tools/', 'molecule/', '.ci/', '.venv/', '.build/', '.lab/', '.pytest_cache/', '.git/')
