@@ -311,3 +311,205 @@ def test_bad_uri(pin, tmp_path):
     uri = 'qemu:///system?socket=%s/nothing-here' % tmp_path
     assert_failed(pin(uri=uri, domains=[{'name': 'x', 'vcpu_cpuset': '0'}]), 'cannot connect', uri)
     assert_failed(pin(uri='nosuchdriver:///x', state='query'), 'cannot connect', 'nosuchdriver')
+
+
+# -- query ignores settings; refusals mid-apply are rolled back ------------------
+
+def config_from_libvirt(virt, name):
+    """The persistent XML as libvirt hands it out (XMLDesc INACTIVE on a connection of the test's own)."""
+    return _config_of(ET.fromstring(virt.connect().lookupByName(name).XMLDesc(2)))
+
+
+def _config_of(root):
+    tune = root.find('cputune')
+    result = {'vcpupin': {}, 'emulatorpin': None, 'iothreadpin': {}, 'shares': None, 'partition': None}
+    if tune is not None:
+        for node in tune.findall('vcpupin'):
+            result['vcpupin'][int(node.get('vcpu'))] = node.get('cpuset')
+        for node in tune.findall('iothreadpin'):
+            result['iothreadpin'][int(node.get('iothread'))] = node.get('cpuset')
+        if tune.find('emulatorpin') is not None:
+            result['emulatorpin'] = tune.find('emulatorpin').get('cpuset')
+        if tune.find('shares') is not None:
+            result['shares'] = int(tune.find('shares').text)
+    part = root.find('resource/partition')
+    if part is not None:
+        result['partition'] = part.text
+    return result
+
+
+def everything(virt, name):
+    """Live threads, live cpu.shares, persistent XML file and libvirt's inactive XML of one guest."""
+    return {'live': live(virt, name), 'shares': live_shares(virt, name), 'file': config(virt, name),
+            'libvirt': config_from_libvirt(virt, name)}
+
+
+def test_query_ignores_the_settings_of_its_entries(fastvirt, guests, pin):
+    name = guests('qbad', vcpus=2, iothreads=1)
+    before = everything(fastvirt, name)
+    xml_before = read_bytes(config_file(fastvirt, name))
+    plain = assert_ok(pin(state='query', domains=[{'name': name}]))
+    bad = [
+        dict(domains=[{'name': name, 'vcpu_cpuset': '7'}]),  # the issue's example
+        dict(domains=[{'name': name, 'vcpu_cpuset': OUTSIDE, 'emulator_cpuset': 'zero', 'iothread_cpuset': '0,,1'}]),
+        dict(domains=[{'name': name, 'vcpu_pins': {9: '0'}, 'iothread_pins': {4: '1-0'}, 'cpu_shares': 1,
+                       'partition': 'gold', 'scope': 'live'}]),
+        dict(vcpu_cpuset=OUTSIDE, scope='live', domains=[{'name': name}, {'name': name, 'vcpu_cpuset': '1'}]),
+    ]
+    for args in bad:
+        result = assert_ok(pin(state='query', **args))
+        assert result['changed'] is False
+        assert result['snapshot'] == plain['snapshot']
+        assert [d['changes'] for d in result['domains']] == [[]] * len(args['domains'])
+    assert everything(fastvirt, name) == before
+    assert read_bytes(config_file(fastvirt, name)) == xml_before
+
+
+def test_lookup_of_a_missing_domain_is_not_found_and_names_only_it(fastvirt, guests, pin):
+    name = guests('look', vcpus=1)
+    msg = assert_failed(pin(state='query', domains=[{'name': name}, {'name': 'no-such-guest-y', 'vcpu_cpuset': '7'}]))
+    assert msg == 'domain(s) not found at uri "%s": no-such-guest-y' % fastvirt.uri
+
+
+def test_lookup_error_other_than_no_domain_is_reported_as_itself(fastvirt, guests, pin, monkeypatch):
+    import libvirt
+    name = guests('lookerr', vcpus=1)
+    before = everything(fastvirt, name)
+    real = libvirt.virConnect.lookupByName
+
+    def lookup(conn, wanted):
+        if wanted == name:
+            # what libvirt-python raises when the daemon goes away mid-call: a real libvirtError
+            conn.close()
+        return real(conn, wanted)
+    monkeypatch.setattr(libvirt.virConnect, 'lookupByName', lookup)
+    msg = assert_failed(pin(domains=[{'name': name, 'vcpu_cpuset': '0'}]))
+    print('FAULT lookup-connection-closed: %s' % msg)
+    assert msg.startswith('domain "%s": lookup at uri "%s" failed: ' % (name, fastvirt.uri)), msg
+    assert '(libvirt error ' in msg and 'not found' not in msg, msg
+    monkeypatch.undo()
+    assert everything(fastvirt, name) == before
+
+
+APPLY = dict(vcpu_cpuset='0', emulator_cpuset='1', iothread_cpuset='1')
+
+
+def _three(fastvirt, guests, pin, tag):
+    names = [guests('%s%d' % (tag, n), vcpus=2, iothreads=1) for n in (1, 2, 3)]
+    # a state of their own to come back to: the first guest has a persistent and live pin, shares 300
+    assert_ok(pin(scope='both', domains=[{'name': names[0], 'vcpu_pins': {1: '1'}, 'cpu_shares': 300}]))
+    return names
+
+
+def test_injected_refusal_on_the_second_domain_is_rolled_back(fastvirt, guests, pin, monkeypatch):
+    import libvirt
+    names = _three(fastvirt, guests, pin, 'inj')
+    before = dict((name, everything(fastvirt, name)) for name in names)
+    assert before[names[0]]['live']['vcpus'] == {0: ALL, 1: '1'} and before[names[0]]['shares'] == 300
+    real = libvirt.virDomain.pinVcpuFlags
+    seen, refused = [], []
+
+    def pin_vcpu(dom, vcpu, cpumap, flags):
+        if dom.name() not in seen:
+            seen.append(dom.name())
+        # once: the second domain changed, after its vCPU 0 went through
+        if not refused and len(seen) == 2 and dom.name() == seen[1] and vcpu == 1:
+            refused.append(dom.name())
+            raise libvirt.libvirtError('injected refusal of vcpu 1 of %s' % dom.name())
+        return real(dom, vcpu, cpumap, flags)
+    monkeypatch.setattr(libvirt.virDomain, 'pinVcpuFlags', pin_vcpu)
+    domains = [{'name': name, 'cpu_shares': 512, 'partition': '/machine/gold'} for name in names]
+    result = pin(diff=True, domains=domains, **APPLY)
+    monkeypatch.undo()
+    msg = assert_failed(result)
+    print('FAULT injected-vcpu1-second-domain: %s' % msg)
+    assert msg.startswith(
+        'domain "%s": libvirt refused vcpu_pins.1 (live+config) to "0": injected refusal of vcpu 1 of %s; its own '
+        'changes made before the refusal: cpu_shares (live) to 512, cpu_shares (config) to 512, emulator_cpuset '
+        '(live+config) to "1", iothread_pins.1 (live+config) to "1", vcpu_pins.0 (live+config) to "0". Restored to '
+        'the state read before this run: %s (' % (names[1], names[1], names[1])), msg
+    assert ', %s (' % names[0] in msg and names[2] not in msg
+    assert msg.endswith('Nothing is left changed.'), msg
+    assert [(r['name'], r['restored']) for r in result['rollback']] == [(names[1], True), (names[0], True)]
+    # read back independently: threads from /proc, shares from the cgroup, the XML file and libvirt's XML
+    for name in names:
+        assert everything(fastvirt, name) == before[name], name
+    # the next run goes through and changes all three
+    applied = assert_ok(pin(domains=domains, **APPLY))
+    assert [d['changed'] for d in applied['domains']] == [True, True, True]
+    assert live(fastvirt, names[2])['vcpus'] == {0: '0', 1: '0'}
+
+
+def test_restore_that_libvirt_refuses_too_is_reported(fastvirt, guests, pin, monkeypatch):
+    import libvirt
+    names = _three(fastvirt, guests, pin, 'nor')
+    before = dict((name, everything(fastvirt, name)) for name in names)
+    real = libvirt.virDomain.pinVcpuFlags
+    refused = []
+
+    def pin_vcpu(dom, vcpu, cpumap, flags):
+        if dom.name() == names[1] and vcpu == 1 and not refused:
+            refused.append(dom.name())
+            raise libvirt.libvirtError('injected refusal of vcpu 1 of %s' % dom.name())
+        if dom.name() == names[0] and vcpu == 1 and refused:  # and the restore of the first guest's vCPU 1
+            raise libvirt.libvirtError('injected refusal to restore vcpu 1 of %s' % dom.name())
+        return real(dom, vcpu, cpumap, flags)
+    monkeypatch.setattr(libvirt.virDomain, 'pinVcpuFlags', pin_vcpu)
+    result = pin(domains=[{'name': name, 'cpu_shares': 512} for name in names], **APPLY)
+    monkeypatch.undo()
+    msg = assert_failed(result)
+    print('FAULT restore-refused-too: %s' % msg)
+    assert ('Could not restore: %s (restoring vcpu_pins.1 (live+config) to "1": injected refusal to restore '
+            'vcpu 1 of %s; still differs: config vcpu_pins.1, live vcpu_pins.1).' % (names[0], names[0])) in msg
+    assert 'Nothing is left changed' not in msg
+    report = dict((r['name'], r) for r in result['rollback'])
+    assert report[names[1]]['restored'] is True and report[names[0]]['restored'] is False
+    # independently: the second guest is back; the first is back except its vCPU 1, as reported
+    assert everything(fastvirt, names[1]) == before[names[1]]
+    assert everything(fastvirt, names[2]) == before[names[2]]
+    first, was = everything(fastvirt, names[0]), before[names[0]]
+    assert first['live']['vcpus'] == {0: was['live']['vcpus'][0], 1: '0'}
+    assert first['live']['emulator'] == was['live']['emulator'] and first['shares'] == was['shares']
+    for source in ('file', 'libvirt'):
+        assert was[source]['vcpupin'] == {1: '1'}
+        assert first[source]['vcpupin'] == {1: '0'}  # the refused restore; vCPU 0's pin was removed again
+        assert dict(first[source], vcpupin=None) == dict(was[source], vcpupin=None)
+    # what the message says is left is all that is left: setting it back completes the restore
+    assert_ok(pin(scope='both', domains=[{'name': names[0], 'vcpu_pins': {1: '1'}}]))
+    assert everything(fastvirt, names[0]) == before[names[0]]
+
+
+def _domain_cpuset_dir(virt, name):
+    pid = virt.guest_pid(name)
+    with open('/proc/%d/cgroup' % pid) as handle:
+        for line in handle:
+            controllers, path = line.rstrip('\n').split(':', 2)[1:]
+            if 'cpuset' in controllers.split(','):
+                path = os.path.dirname(path) if path.endswith('/emulator') else path
+                return '/sys/fs/cgroup/cpuset' + path
+    pytest.skip('no cpuset cgroup (v1) for the guest on this host')
+
+
+def test_real_refusal_by_the_kernel_is_rolled_back(fastvirt, guests, pin):
+    # The second guest's cgroup is narrowed to CPU 0 behind libvirt's back: a pin to
+    # CPU 1 passes validation (CPU 1 is online) but the kernel refuses the cpuset write.
+    names = _three(fastvirt, guests, pin, 'krn')
+    narrowed = names[1]
+    assert_ok(pin(scope='live', domains=[{'name': narrowed, 'vcpu_cpuset': '0', 'emulator_cpuset': '0',
+                                          'iothread_cpuset': '0'}]))
+    cgroup = _domain_cpuset_dir(fastvirt, narrowed)
+    with open(os.path.join(cgroup, 'cpuset.cpus'), 'w') as handle:
+        handle.write('0')
+    before = dict((name, everything(fastvirt, name)) for name in names)
+    domains = [{'name': name, 'cpu_shares': 700} for name in names]
+    result = pin(domains=domains, **APPLY)
+    msg = assert_failed(result)
+    print('FAULT kernel-cpuset-refusal: %s' % msg)
+    assert msg.startswith('domain "%s": libvirt refused emulator_cpuset (live+config) to "1": ' % narrowed), msg
+    assert 'cpuset.cpus' in msg and '(libvirt error ' in msg, msg
+    assert ('its own changes made before the refusal: cpu_shares (live) to 700, cpu_shares (config) to 700. '
+            'Restored to the state read before this run: %s (config cpu_shares, live cpu_shares), %s ('
+            % (narrowed, names[0])) in msg, msg
+    assert msg.endswith('Nothing is left changed.'), msg
+    for name in names:
+        assert everything(fastvirt, name) == before[name], name
