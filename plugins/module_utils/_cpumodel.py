@@ -5,7 +5,9 @@
 
 Pure functions from data to data (XML text, dicts, sets); nothing here talks
 to libvirt. The modules ``libvirt_cpu_baseline`` and ``libvirt_cpu_model``
-make the libvirt calls and use these functions for everything else.
+make the libvirt calls and use these functions for everything else; pool
+membership, plans and the cpu_pool role's reports are in ``_cpupool``, which
+uses :func:`gives_up`, :func:`lacks` and :func:`model_change` from here.
 
 Data model
 ----------

@@ -251,3 +251,25 @@ def test_operator_story(lab):
     assert lab.record('hv-icelake')['pool'] == 'gamma'
     assert lab.record('hv-skylake')['members'] == ['hv-skylake']
     assert lab.persistent('hv-icelake', lab.guests['hv-icelake']['off'])['pool'] == 'gamma'
+    pools = {'alpha': ['hv-skylake'], 'beta': ['hv-epyc'], 'gamma': ['hv-icelake']}
+    records = dict((host, lab.record(host)) for host in MEMBERS)
+
+    # join with nobody to join: said so, nothing recalculated, no report
+    rc, report, changed, out = lab.play('join', pools)
+    assert rc == 0, out
+    assert 'No host to join' in out and report is None
+    assert set(changed.values()) == {0}, changed
+
+    # recalc refuses a host added to a group without join, before anything changes
+    rc, report, changed, out = lab.play('recalc', dict(pools, alpha=['hv-skylake', 'hv-haswell']))
+    assert rc != 0
+    assert 'hv-haswell is listed in group cpu_pool_alpha but has not joined; run join or move first' in out
+    assert report is None and dict((host, lab.record(host)) for host in MEMBERS) == records
+
+    # a host in two pool groups fails alone; stat shows the rest
+    rc, report, changed, out = lab.play('stat', dict(pools, gamma=['hv-icelake', 'hv-skylake']))
+    assert rc != 0
+    assert 'hv-skylake is in several CPU pool groups (cpu_pool_alpha, cpu_pool_gamma)' in out
+    assert _pool(report, 'gamma')['not_in_play'] == ['hv-skylake']
+    assert [member['name'] for member in _pool(report, 'gamma')['members_detail']] == ['hv-icelake']
+    assert 'alpha' not in [entry['pool'] for entry in report['pools']]
