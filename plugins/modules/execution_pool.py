@@ -305,23 +305,17 @@ diff:
 
 import os
 import socket
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import format_cpulist
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _execution_pool as ep
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _libvirt as lv
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _libvirt_conn as lc
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt_conn import libvirt
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _qemu
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _snapshot
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _systemd
-
-LIBVIRT_IMPORT_ERROR = None
-try:
-    import libvirt
-except ImportError:
-    libvirt = None
-    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
 
 METADATA_ELEMENT_TYPE = 2  # VIR_DOMAIN_METADATA_ELEMENT
 LAYERS = {'placement': 'shared_execution_pool', 'weights': 'contention'}
@@ -364,32 +358,20 @@ class Pool(object):
         self.cgroup_root = None
 
     # -- I/O helpers ---------------------------------------------------------
-    def connect(self):
-        self.virt.registerErrorHandler(lambda *args: None, None)
+    def connected(self, conn):
+        """Take the connection (opened by _libvirt_conn.connection) and read the host's CPUs."""
         uri = self.params['uri']
-        try:
-            self.conn = self.virt.open(uri)
-        except self.virt.libvirtError as exc:
-            raise Failure('cannot connect to libvirt at uri "%s": %s' % (uri, lv.libvirt_message(exc)))
-        if self.conn is None:
-            raise Failure('cannot connect to libvirt at uri "%s"' % uri)
+        self.conn = conn
         try:
             self.host_count, self.online = lv.host_cpus(self.conn)
         except self.virt.libvirtError as exc:
-            raise Failure('cannot read the host CPU map from "%s": %s' % (uri, lv.libvirt_message(exc)))
+            raise Failure('cannot read the host CPU map from "%s": %s' % (uri, lc.describe(exc, self.virt)))
         if self.params['systemd']:
             self.systemctl = self.module.get_bin_path('systemctl', required=False)
             if not self.systemctl:
                 raise Failure('systemd: true but systemctl is not on this host; set systemd: false on hosts '
                               'without systemd')
             self.cgroup_root = _systemd.detect_cgroup_root(self.params['cgroup_root'])
-
-    def close(self):
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:  # pylint: disable=broad-except
-                pass
 
     def run(self, args):
         rc, out, err = self.module.run_command(args, environ_update={'LC_ALL': 'C', 'SYSTEMD_PAGER': ''})
@@ -410,7 +392,7 @@ class Pool(object):
         try:
             return dict((dom.name(), dom) for dom in self.conn.listAllDomains())
         except self.virt.libvirtError as exc:
-            raise Failure('cannot list the domains at uri "%s": %s' % (self.params['uri'], lv.libvirt_message(exc)))
+            raise Failure('cannot list the domains at uri "%s": %s' % (self.params['uri'], lc.describe(exc, self.virt)))
 
     def read_guest(self, name, dom):
         """libvirt's view (read_domain), the inactive XML's metadata and the QEMU process."""
@@ -418,7 +400,7 @@ class Pool(object):
             current = lv.read_domain(dom)
             xml = dom.XMLDesc(lv.XML_INACTIVE | lv.XML_SECURE)
         except self.virt.libvirtError as exc:
-            raise Failure('domain "%s": cannot read its state: %s' % (name, lv.libvirt_message(exc)))
+            raise Failure('domain "%s": cannot read its state: %s' % (name, lc.describe(exc, self.virt)))
         proc = _qemu.read_guest(self.params['pid_dir'], name) if current['active'] else None
         return {'current': current, 'metadata': ep.parse_metadata(xml), 'shape': ep.xml_shape(xml), 'xml': xml,
                 'proc': proc,
@@ -446,7 +428,7 @@ class Pool(object):
             dom.setMetadata(METADATA_ELEMENT_TYPE, element, prefix if element is not None else None,
                             ep.METADATA_NS, lv.AFFECT_CONFIG)
         except self.virt.libvirtError as exc:
-            raise Failure('domain "%s": cannot write its kvmlab metadata: %s' % (name, lv.libvirt_message(exc)))
+            raise Failure('domain "%s": cannot write its kvmlab metadata: %s' % (name, lc.describe(exc, self.virt)))
 
     # -- shared steps ----------------------------------------------------------
     def place(self):
@@ -601,7 +583,7 @@ class Pool(object):
                         self.set_metadata(name, placed['doms'][name], plan['meta']['element'])
                 except self.virt.libvirtError as exc:
                     raise Failure('domain "%s": libvirt refused a change: %s (guests changed before this one: %s)'
-                                  % (name, lv.libvirt_message(exc), ', '.join(done) or 'none'))
+                                  % (name, lc.describe(exc, self.virt), ', '.join(done) or 'none'))
                 except Failure as exc:
                     raise Failure('%s (guests changed before this one: %s)' % (exc, ', '.join(done) or 'none'))
             if after is None:
@@ -739,7 +721,7 @@ class Pool(object):
                             fixups.append(fix)
                 except self.virt.libvirtError as exc:
                     raise Failure('domain "%s": libvirt refused a restore: %s (guests restored before this one: '
-                                  '%s; the snapshot is kept)' % (name, lv.libvirt_message(exc), ', '.join(done) or 'none'))
+                                  '%s; the snapshot is kept)' % (name, lc.describe(exc, self.virt), ', '.join(done) or 'none'))
             if after is None:
                 predicted = lv.predict_after(current, changes)
                 after = dict(current, live=predicted['live'], config=predicted['config'])
@@ -807,24 +789,22 @@ def main():
                      ('state', 'restored', ('snapshot_path',))],
         supports_check_mode=True,
     )
-    if libvirt is None:
-        module.fail_json(msg=missing_required_lib('libvirt-python'), exception=LIBVIRT_IMPORT_ERROR)
+    lc.require(module, libvirt)
     pool = Pool(module, libvirt)
     diffs = []
     try:
         if module.params['state'] == 'restored':
             pool.load_snapshot()  # a missing or broken snapshot fails before anything else
-        pool.connect()
-        if module.params['state'] == 'query':
-            output = pool.query()
-        elif module.params['state'] == 'present':
-            output, diffs = pool.present()
-        else:
-            output, diffs = pool.restored()
+        with lc.connection(libvirt, module.params['uri'], Failure) as conn:
+            pool.connected(conn)
+            if module.params['state'] == 'query':
+                output = pool.query()
+            elif module.params['state'] == 'present':
+                output, diffs = pool.present()
+            else:
+                output, diffs = pool.restored()
     except Failure as exc:
-        pool.close()
         module.fail_json(msg=str(exc))
-    pool.close()
     output['kind'] = module.params['kind']
     output['host_cpus'] = format_cpulist(pool.online)
     if module._diff and diffs:
