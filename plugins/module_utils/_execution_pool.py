@@ -859,5 +859,7 @@ def restore_report(result):
         lines.append('no longer defined, nothing to restore: %s' % ', '.join(result['gone']))
     if result.get('fixups'):
         lines.append('cpuset.cpus set back to empty (inherit) as recorded: %s' % ', '.join(result['fixups']))
+    for unit, reason in sorted((result.get('not_restored') or {}).items()):
+        lines.append('not restored exactly: %s: %s' % (unit, reason))
     lines.append('snapshot %s restored and removed' % result['snapshot']['path'])
     return lines

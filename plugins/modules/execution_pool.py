@@ -278,6 +278,11 @@ fixups:
   returned: when O(state=restored)
   type: list
   elements: str
+not_restored:
+  description: Scope values that cannot come back at runtime, by scope unit, with the reason (the kernel
+    refuses an empty C(cpuset.cpus) on a cgroup with tasks; the guest's next start restores it).
+  returned: when O(state=restored)
+  type: dict
 report:
   description: Readable lines of what was done or found, for a debug task.
   returned: always
@@ -303,6 +308,7 @@ diff:
       type: dict
 '''
 
+import errno
 import os
 import socket
 
@@ -347,6 +353,7 @@ class Pool(object):
     """One module run: read everything, decide with _execution_pool, then change (unless check mode)."""
 
     def __init__(self, module, virt):
+        self.not_restored = {}
         self.module = module
         self.virt = virt
         self.params = module.params
@@ -752,7 +759,7 @@ class Pool(object):
                 raise Failure('restored, but %s' % exc)
         output = {'changed': bool(done) or removed, 'guests': results, 'excluded': sorted(set(self.params['exclude']) & set(doms)),
                   'missing_slices': [], 'restarted': [item['guest'] for item in plan['scopes'] if item['restarted']],
-                  'gone': plan['gone'], 'fixups': fixups,
+                  'gone': plan['gone'], 'fixups': fixups, 'not_restored': dict(self.not_restored),
                   'snapshot': {'path': path, 'existed': True, 'written': False, 'removed': removed}}
         output['report'] = ep.restore_report(output)
         return output, diffs
@@ -777,6 +784,14 @@ class Pool(object):
             with open(os.path.join(cgroup_dir, 'cpuset.cpus'), 'w') as handle:
                 handle.write(text + '\n' if text else '\n')
         except (IOError, OSError) as exc:
+            if exc.errno == errno.ENOSPC and not text:
+                # the kernel refuses to empty the cpuset of a cgroup with tasks (cgroup v2 too):
+                # "" (inherit) comes back with the guest's next scope, at its next start
+                self.not_restored[item['unit']] = (
+                    'cpuset.cpus is "%s" where the snapshot recorded "" (inherit): the kernel refuses an empty '
+                    'cpuset while the scope has tasks (ENOSPC); the same CPUs are effective, and the guest\'s next '
+                    'start gives it a new scope with "" again' % after.get('cpuset_cpus'))
+                return None
             raise Failure('%s: cpuset.cpus is "%s" where the snapshot recorded "" (inherit), and writing it back '
                           'failed: %s' % (item['unit'], after.get('cpuset_cpus'), exc))
         return item['unit']

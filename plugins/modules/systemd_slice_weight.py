@@ -483,6 +483,7 @@ msg:
   sample: 'no snapshot at /var/lib/kvmlab/snapshots/x.json: nothing to restore'
 '''
 
+import errno
 import os
 import tempfile
 
@@ -758,12 +759,26 @@ class SliceWeight(object):
     # -- snapshot and exact restore ---------------------------------------
 
     def write_cgroup_cpuset(self, control_group, text):
+        """Write a cgroup's cpuset.cpus; False when the kernel refuses to empty a populated one.
+
+        The kernel (cpuset validate_change) refuses with ENOSPC to change a
+        cgroup that has tasks from a CPU list to the empty list ("inherit"), on
+        cgroup v2 as well: that value cannot come back at runtime. It comes
+        back when the cgroup is next created empty (a reboot, a restart of the
+        unit); the caller reports it under not_restored.
+        """
         path = os.path.join(self.cgroup_root, (control_group or '').lstrip('/'), 'cpuset.cpus')
         try:
             with open(path, 'w') as handle:
                 handle.write((text or '') + '\n')
         except (IOError, OSError) as exc:
+            if exc.errno == errno.ENOSPC and not text:
+                self.module.warn('%s: the kernel refuses an empty cpuset.cpus while the cgroup has tasks '
+                                 '(ENOSPC); it becomes "" (inherit) again when the cgroup is next created, '
+                                 'at the next boot or restart of the unit' % path)
+                return False
             self.fail('cannot write %s: %s' % (path, to_native(exc)))
+        return True
 
     def take_snapshot(self, plans, shows):
         """Record the units' files and live state once, before anything changes."""
@@ -817,8 +832,8 @@ class SliceWeight(object):
             record = {'properties': {'AllowedCPUs': ''}, 'cgroup_cpuset_cpus': ''}
             after = read_cgroup_values(show.get('ControlGroup'), self.cgroup_root)
             if after.get('cpuset_cpus') and after.get('cpuset_cpus') == before.get('cpuset_cpus') \
-                    and cgroup_cpuset_fix(record, show, after) is not None:
-                self.write_cgroup_cpuset(show.get('ControlGroup'), '')
+                    and cgroup_cpuset_fix(record, show, after) is not None \
+                    and self.write_cgroup_cpuset(show.get('ControlGroup'), ''):
                 fixed[plan.name] = after['cpuset_cpus']
         return fixed
 
@@ -883,8 +898,7 @@ class SliceWeight(object):
                 show = after_shows[name]
                 cgroup = read_cgroup_values(show.get('ControlGroup'), self.cgroup_root)
                 want = cgroup_cpuset_fix(records[name], show, cgroup)
-                if want is not None:
-                    self.write_cgroup_cpuset(show.get('ControlGroup'), want)
+                if want is not None and self.write_cgroup_cpuset(show.get('ControlGroup'), want):
                     fixed[name] = {'before': cgroup['cpuset_cpus'], 'after': want}
         else:
             self.commands = commands

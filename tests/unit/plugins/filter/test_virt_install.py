@@ -147,6 +147,7 @@ def test_placement_errors_name_the_problem(guests, tiers, pools, policy, message
 def test_virt_install_args_for_a_gold_guest_with_an_iothread():
     args = virt_install_args(LAB_GUESTS[0], TIERS, LAB, guests=LAB_GUESTS)
     assert args == [
+        '--xml', './metadata/guest/tier=gold', '--xml', './metadata/guest/@xmlns=https://kvmlab.invalid/host_resources/1',
         '--resource', 'partition=/machine/gold',
         '--iothreads', 'iothreads=1',
         '--cputune', 'shares=512,'
@@ -158,7 +159,9 @@ def test_virt_install_args_for_a_gold_guest_with_an_iothread():
 
 def test_virt_install_args_without_iothreads():
     args = virt_install_args({'name': 'idm-01', 'tier': 'silver', 'vcpus': 2}, TIERS, M5)
-    assert args == ['--resource', 'partition=/machine/silver', '--cputune',
+    assert args == ['--xml', './metadata/guest/tier=silver',
+                    '--xml', './metadata/guest/@xmlns=https://kvmlab.invalid/host_resources/1',
+                    '--resource', 'partition=/machine/silver', '--cputune',
                     'shares=333,vcpupin0.vcpu=0,vcpupin0.cpuset=6-23,30-47,54-71,78-95,'
                     'vcpupin1.vcpu=1,vcpupin1.cpuset=6-23,30-47,54-71,78-95,'
                     'emulatorpin.cpuset=2-5,26-29,50-53,74-77']

@@ -188,9 +188,19 @@ def test_given_pools_that_fail(tmp_path, pools, message):
         validate_pools(topology(tmp_path, 'm5_metal'), pools)
 
 
+def test_given_pools_with_whitespace_inside_a_mask_fail(tmp_path):
+    with pytest.raises(PoolError, match='whitespace'):
+        validate_pools(topology(tmp_path, 'm5_metal'), {
+            'host_reserved': '0-5, 24-29,48-53,72-77',
+            'host_housekeeping': '0,1,24,25,48,49,72,73',
+            'host_emulator': '2-5,26-29,50-53,74-77',
+            'guest_domain': '6-23,30-47,54-71,78-95',
+        })
+
+
 def test_given_pools_are_normalized(tmp_path):
     pools = validate_pools(topology(tmp_path, 'm5_metal'), {
-        'host_reserved': '72-77, 0-5 24-29,48-53',
+        'host_reserved': '72-77,0-5,24-29,48-53',
         'host_housekeeping': '0,1,24,25,48,49,72,73',
         'host_emulator': '2-5,26-29,50-53,74-77',
         'guest_domain': '6-23,30-47,54-71,78-95',
