@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) kvmlab.host_resources contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The contention_report filter; a thin face of module_utils._contention."""
+"""The contention_report filter; a thin face of plugin_utils._contention_report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._contention import (
+from ansible_collections.kvmlab.host_resources.plugins.plugin_utils._contention_report import (
     render_markdown,
     render_svg,
 )

@@ -1,24 +1,26 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) kvmlab.host_resources contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Measured contention between weighted tiers: the one home for its logic.
+"""Measured contention between weighted tiers: the arithmetic and the kernel text.
 
-Pure functions from data to data, shared by the ``cpu_contention_measure``
-module (which starts the load and reads the counters on the host) and the
-``contention_report`` filter (which renders the result on the controller):
+Pure functions from data to data, used by the ``cpu_contention_measure``
+module (through ``_contention_run``, which starts the load and reads the
+counters on the host); the controller-only rendering lives in
+``plugin_utils/_contention_report``:
 
 * scenarios: which tiers are loaded and which checks judge the run;
 * the share arithmetic: promised share = weight / sum of the loaded tiers'
   weights; achieved share = a tier's CPU time / the loaded tiers' CPU time;
   pool share = a tier's CPU time / (window x guest CPUs);
 * pairwise ratios, pass or fail against a tolerance;
-* parsers for ``cpu.stat``, ``/proc/stat``, ``/proc/<pid>/task/<tid>/stat``
-  and ``schedstat`` text, and the attribution of sampled thread CPU time to
-  the CPUs it ran on;
-* the names and ``systemd-run`` argument lists of the burner units;
-* rendering: Markdown and an SVG chart written here (no plotting library).
+* parsers for ``cpu.stat``, ``/proc/stat``, ``/proc/<pid>/task/<tid>/stat``,
+  ``schedstat``, ``/proc/<pid>/cgroup`` and cgroup v1 ``cpuacct.usage``
+  text (the generic ones have their one home in ``_metrics``, the collector
+  that must run alone on the host, and are wrapped here), and the
+  attribution of sampled thread CPU time to the CPUs it ran on;
+* the names and ``systemd-run`` argument lists of the burner units.
 
-Nothing here runs a command or reads a file; the module passes file contents.
+Nothing here runs a command or reads a file; the runner passes file contents.
 """
 
 from __future__ import annotations
@@ -26,22 +28,14 @@ from __future__ import annotations
 import math
 import re
 
-try:
-    from xml.sax.saxutils import escape as _xml_escape
-except ImportError:  # pragma: no cover - always present in CPython
-    _xml_escape = None
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _metrics
 
 #: Check names a scenario can ask for.
 CHECKS = ('shares', 'ratios', 'pool')
 
-#: Colours of the tier bars; other tier names take the palette in order.
-TIER_COLOURS = {'gold': '#c9a227', 'silver': '#8e9aa6', 'bronze': '#a8643a'}
-_PALETTE = ('#4e79a7', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1')
-
 _TIER_RE = re.compile(r'^[a-z0-9][a-z0-9_]*$')
 _NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
 _PREFIX_RE = re.compile(r'^[a-z0-9][a-z0-9-]*$')
-_VCPU_COMM_RE = re.compile(r'^CPU (\d+)/(\w+)')
 
 
 class ContentionError(ValueError):
@@ -292,6 +286,7 @@ def summarize_scenario(scenario, runs):
             })
     return {
         'name': scenario['name'],
+        'phase': scenario.get('phase'),
         'loaded': scenario['loaded'],
         'checks': scenario['checks'],
         'runs': runs,
@@ -303,48 +298,67 @@ def summarize_scenario(scenario, runs):
     }
 
 
+def compare_phases(scenarios):
+    """Per scenario and loaded tier, the mean share in every phase and the spread between phases.
+
+    ``scenarios``: summaries (``summarize_scenario``) carrying ``phase``.
+    Returns ``[{'scenario', 'tier', 'promised_pct', 'shares': {phase: mean},
+    'spread_points'}]`` in the order met, only for scenarios measured in
+    more than one phase; ``spread_points`` is max - min of the phase means
+    (the "running guests get what moved guests get" figure). A lone tier's
+    figure is its share of the pool.
+    """
+    order = []
+    by_key = {}
+    for scen in scenarios:
+        for tier in scen.get('loaded', []):
+            key = (scen['name'], tier)
+            data = scen['tiers'][tier]
+            spread = data['pool_pct'] if len(scen['loaded']) == 1 else data['share_pct']
+            if key not in by_key:
+                order.append(key)
+                by_key[key] = {'scenario': scen['name'], 'tier': tier,
+                               'promised_pct': 100.0 if len(scen['loaded']) == 1 else data['promised_pct'],
+                               'shares': {}}
+            by_key[key]['shares'][scen.get('phase')] = None if spread is None else spread['mean']
+    out = []
+    for key in order:
+        entry = by_key[key]
+        values = [v for v in entry['shares'].values() if v is not None]
+        if len(entry['shares']) < 2:
+            continue
+        entry['spread_points'] = round(max(values) - min(values), 2) if len(values) > 1 else None
+        out.append(entry)
+    return out
+
+
 # ---------------------------------------------------------------------------
 # parsers of kernel text
 
 def parse_cpu_stat(text):
     """``cpu.stat`` of a cgroup v2 directory as a dict of ints (``usage_usec``, ...)."""
-    out = {}
-    for line in (text or '').splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
+    return _metrics.parse_cpu_stat(text)
 
 
 def parse_proc_stat(text, cpus):
-    """``(busy, total)`` ticks of the given CPUs from ``/proc/stat``.
+    """``(busy, total)`` ticks of the given CPUs from ``/proc/stat``, summed.
 
-    Busy is every field but idle and iowait of the first eight (user, nice,
-    system, idle, iowait, irq, softirq, steal); guest time is already inside
-    user. Raises ``ContentionError`` when a wanted CPU has no line.
+    Busy is every field but idle and iowait of the first eight (see
+    ``_metrics.parse_proc_stat``, which reads the lines). Raises
+    ``ContentionError`` when a wanted CPU has no line.
     """
+    per_cpu = _metrics.parse_proc_stat(text)
     wanted = set(cpus)
-    busy = total = 0
-    seen = set()
-    for line in (text or '').splitlines():
-        if not line.startswith('cpu') or line.startswith('cpu '):
-            continue
-        parts = line.split()
-        try:
-            cpu = int(parts[0][3:])
-        except ValueError:
-            continue
-        if cpu not in wanted:
-            continue
-        fields = [int(x) for x in parts[1:9]]
-        fields += [0] * (8 - len(fields))
-        total += sum(fields)
-        busy += sum(fields) - fields[3] - fields[4]
-        seen.add(cpu)
-    missing = wanted - seen
+    missing = wanted - set(per_cpu)
     if missing:
         raise ContentionError('/proc/stat has no line for CPUs %s' % ','.join(map(str, sorted(missing))))
-    return busy, total
+    return (sum(per_cpu[cpu][0] for cpu in wanted), sum(per_cpu[cpu][1] for cpu in wanted))
+
+
+def parse_cpuacct_usage(text):
+    """Microseconds from a cgroup v1 ``cpuacct.usage`` (nanoseconds), None when it is no number."""
+    text = (text or '').strip()
+    return int(text) // 1000 if text.isdigit() else None
 
 
 def busy_pct(before, after):
@@ -384,16 +398,49 @@ def parse_task_stat(text):
 
 def parse_schedstat(text):
     """Nanoseconds a thread ran, the first field of ``/proc/<pid>/task/<tid>/schedstat``."""
-    parts = (text or '').split()
-    if not parts or not parts[0].isdigit():
-        raise ContentionError('cannot parse schedstat "%s"' % (text or '')[:80])
-    return int(parts[0])
+    try:
+        return _metrics.parse_schedstat(text)[0]
+    except ValueError as exc:
+        raise ContentionError(str(exc))
 
 
 def vcpu_index(comm):
     """The vCPU number of a QEMU vCPU thread name (``CPU 1/TCG``, ``CPU 0/KVM``), else None."""
-    match = _VCPU_COMM_RE.match(comm or '')
-    return int(match.group(1)) if match else None
+    return _metrics.vcpu_index(comm)
+
+
+def guest_cgroup(proc_cgroup_text, controller=''):
+    """A guest's own cgroup from its QEMU process's ``/proc/<pid>/cgroup`` text, or None.
+
+    ``controller`` ``''`` reads the unified (v2) line, ``cpuacct`` or ``cpu``
+    the v1 line of that controller. The process sits in ``.../libvirt/emulator``
+    (v2: ``machine.slice/machine-qemu...scope``; v1 without systemd:
+    ``machine/qemu-N-NAME.libvirt-qemu``); its guest's cgroup is the scope or
+    ``.libvirt-qemu`` directory above, which holds every thread of the guest.
+    Domain ids change at every start: the path is read, never guessed.
+    """
+    for line in (proc_cgroup_text or '').splitlines():
+        parts = line.strip().split(':', 2)
+        if len(parts) != 3:
+            continue
+        if (controller == '' and parts[1] == '') or (controller and controller in parts[1].split(',')):
+            path = parts[2].strip()
+            if not path or path == '/':
+                return None
+            return _metrics.guest_cgroup(path)
+    return None
+
+
+def partition_cgroup(partition):
+    """The cgroup directory libvirt uses for a resource partition on a host without systemd.
+
+    ``/machine`` stays ``/machine``; every deeper element gets ``.partition``:
+    ``/machine/gold`` is ``/machine/gold.partition``.
+    """
+    parts = [p for p in (partition or '').strip('/').split('/') if p]
+    if not parts:
+        raise ContentionError('partition "%s" is not an absolute path such as /machine/gold' % (partition,))
+    return '/' + '/'.join([parts[0]] + ['%s.partition' % p for p in parts[1:]])
 
 
 def qemu_guest_name(argv):
@@ -595,13 +642,10 @@ def slice_cgroup(slice_name, control_group=None):
     """
     if control_group:
         return control_group
-    if not slice_name.endswith('.slice'):
-        raise ContentionError('%s is not a slice' % slice_name)
-    stem = slice_name[:-len('.slice')]
-    if stem == '-' or not stem:
-        return '/'
-    parts = stem.split('-')
-    return '/' + '/'.join('-'.join(parts[:i + 1]) + '.slice' for i in range(len(parts)))
+    try:
+        return _metrics.slice_cgroup(slice_name)
+    except _metrics.MetricsError as exc:
+        raise ContentionError(str(exc))
 
 
 def parse_unit_list(text, prefix):
@@ -612,291 +656,3 @@ def parse_unit_list(text, prefix):
         if parts and parts[0].startswith(prefix + '-'):
             out.append(parts[0])
     return sorted(set(out))
-
-
-# ---------------------------------------------------------------------------
-# rendering
-
-def _fmt(value, digits=1, suffix=''):
-    if value is None:
-        return '-'
-    text = ('%.' + str(digits) + 'f') % value
-    if text.startswith('-') and not text.strip('-0.'):
-        text = text[1:]          # no "-0.0"
-    return text + suffix
-
-
-def _mean(spread):
-    return None if spread is None else spread['mean']
-
-
-def _range_text(spread, digits=1):
-    if spread is None:
-        return '-'
-    low, high = _fmt(spread['min'], digits), _fmt(spread['max'], digits)
-    if spread['n'] <= 1 or low == high:
-        return _fmt(spread['mean'], digits)
-    return '%s [%s, %s]' % (_fmt(spread['mean'], digits), low, high)
-
-
-def _flag(value):
-    if value is None:
-        return '-'
-    return 'pass' if value else 'FAIL'
-
-
-def _md_cell(text):
-    return str(text).replace('|', '\\|').replace('\n', ' ')
-
-
-def render_markdown(report, command=None, title=None):
-    """The report as Markdown: a summary, a table of shares, ratios, the pool and placement."""
-    opts = report.get('options', {})
-    lines = []
-    lines.append('# %s' % (title or 'Measured contention between weighted tiers'))
-    lines.append('')
-    verdict = 'PASS' if report.get('passed') else 'FAIL'
-    lines.append('**Result: %s** on `%s` (%s), %s.' % (
-        verdict, _md_cell(report.get('host', '?')), _md_cell(report.get('kernel', '?')),
-        _md_cell(report.get('generated', '?'))))
-    lines.append('')
-    if command:
-        lines.append('Produced by:')
-        lines.append('')
-        lines.append('```sh')
-        lines.append(command)
-        lines.append('```')
-        lines.append('')
-    pool = report.get('pool', {})
-    lines.append('Guest pool `%s` (%s CPUs), host reserve `%s`. Load: %s, %s placement, %s burner(s) per '
-                 'guest CPU per loaded tier; %s s warm-up, %s s window, %s run(s) per scenario. '
-                 'Tolerance: shares +/-%s points, ratios +/-%s %%, a lone tier >= %s %% of the pool.'
-                 % (pool.get('guest_domain', '?'), pool.get('cpus', '?'), pool.get('host_reserved', '?'),
-                    opts.get('load', '?'), opts.get('placement', '?'), opts.get('burners_per_cpu', '?'),
-                    _fmt(opts.get('warmup'), 0), _fmt(opts.get('window'), 0), opts.get('repeats', '?'),
-                    _fmt(opts.get('tolerance'), 1), _fmt(opts.get('ratio_tolerance'), 0),
-                    _fmt(opts.get('min_pool_share'), 0)))
-    lines.append('')
-    lines.append('Promised share = weight / sum of the loaded tiers\' weights; achieved share = the tier '
-                 'slice\'s CPU time (`cpu.stat` `usage_usec`) / the loaded tiers\' CPU time; pool = the '
-                 'tier\'s CPU time / (window x guest CPUs). With several runs: mean [min, max].')
-    lines.append('')
-    lines.append('## Shares')
-    lines.append('')
-    lines.append('| scenario | tier | weight | promised % | achieved % | delta points | of pool % | check |')
-    lines.append('|---|---|---:|---:|---:|---:|---:|---|')
-    for scen in report.get('scenarios', []):
-        for tier, data in scen['tiers'].items():
-            if not data['loaded']:
-                lines.append('| %s | %s (idle) | %s | - | - | - | %s | - |' % (
-                    scen['name'], tier, data['weight'], _range_text(data['pool_pct'])))
-                continue
-            if 'pool' in scen['checks'] and len(scen['loaded']) == 1:
-                check = _flag(scen['passed'])
-            elif 'shares' in scen['checks']:
-                check = _flag(all(r['tiers'][tier]['within'] for r in scen['runs']))
-            else:
-                check = '(ratios)'
-            lines.append('| %s | %s | %s | %s | %s | %s | %s | %s |' % (
-                scen['name'], tier, data['weight'], _fmt(data['promised_pct']),
-                _range_text(data['share_pct']), _range_text(data['delta_points']),
-                _range_text(data['pool_pct']), check))
-    lines.append('')
-    lines.append('## Ratios')
-    lines.append('')
-    lines.append('| scenario | pair | promised | achieved | error % | check |')
-    lines.append('|---|---|---:|---:|---:|---|')
-    for scen in report.get('scenarios', []):
-        for index, ratio in enumerate(scen['ratios']):
-            if 'ratios' in scen['checks']:
-                check = _flag(all(r['ratios'][index]['within'] for r in scen['runs']))
-            else:
-                check = '-'
-            lines.append('| %s | %s | %s | %s | %s | %s |' % (
-                scen['name'], ratio['pair'], _fmt(ratio['promised'], 2), _range_text(ratio['achieved'], 2),
-                _range_text(ratio['error_pct']), check))
-    lines.append('')
-    lines.append('## Scenarios')
-    lines.append('')
-    lines.append('| scenario | loaded | checks | pool busy % | loaded tiers of pool % | time s | result |')
-    lines.append('|---|---|---|---:|---:|---:|---|')
-    for scen in report.get('scenarios', []):
-        lines.append('| %s | %s | %s | %s | %s | %s | %s |' % (
-            scen['name'], ', '.join(scen['loaded']), ', '.join(scen['checks']),
-            _range_text(scen.get('pool_busy_pct')), _range_text(scen.get('loaded_pool_pct')),
-            _fmt(scen.get('duration_sec'), 0), _flag(scen['passed'])))
-    lines.append('')
-    placement = report.get('placement') or {}
-    if placement:
-        lines.append('## Did guest vCPU time run on reserved CPUs?')
-        lines.append('')
-        lines.append('| threads | count | confined to the pool by affinity | evidence | ran on reserved CPUs | '
-                     'sampled CPU time on reserved, ms |')
-        lines.append('|---|---:|---:|---|---|---:|')
-        for key, label in (('vcpus', 'guest vCPU threads'), ('burners', 'burners')):
-            data = placement.get(key)
-            if not data:
-                continue
-            ran = data.get('ran_on_reserved')
-            lines.append('| %s | %s | %s | %s | %s | %s |' % (
-                label, data['threads'], data['confined_to_pool'], data['evidence'],
-                '-' if ran is None else ('yes' if ran else 'no'),
-                _fmt(data['runtime_on_reserved_usec'] / 1000.0, 0)))
-        loose = (placement.get('vcpus') or {}).get('may_leave_pool') or []
-        if loose:
-            lines.append('')
-            lines.append('vCPU threads whose affinity reaches outside the pool: %s.'
-                         % ', '.join('`%s`' % _md_cell(n) for n in loose))
-        lines.append('')
-        lines.append('Evidence `affinity`: every thread\'s `Cpus_allowed_list` lies inside the guest pool, so the '
-                     'kernel cannot run it elsewhere (the sampled `processor` field agrees). Evidence `samples`: '
-                     'some affinity reaches outside the pool; the `processor` field (`/proc/PID/task/TID/stat` '
-                     'field 39) and `schedstat` run time were sampled every %s s during each window.'
-                     % _fmt(opts.get('sample_interval'), 1))
-        lines.append('')
-    left = report.get('leftover_units')
-    lines.append('Left running after the run: %s.' % ('nothing' if not left else ', '.join(left)))
-    lines.append('')
-    return '\n'.join(lines)
-
-
-def _esc(text):
-    text = str(text)
-    if _xml_escape is not None:
-        return _xml_escape(text, {'"': '&quot;'})
-    return text.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;').replace('"', '&quot;')
-
-
-def tier_colour(tier, order):
-    if tier in TIER_COLOURS:
-        return TIER_COLOURS[tier]
-    others = [t for t in order if t not in TIER_COLOURS]
-    index = others.index(tier) if tier in others else 0
-    return _PALETTE[index % len(_PALETTE)]
-
-
-def render_svg(report, title=None):
-    """An SVG chart: one panel per scenario, achieved against promised per tier.
-
-    Multi-tier panels plot each loaded tier's share of the loaded tiers' CPU
-    time against its promised share, with the tolerance band around the
-    promise; lone-tier panels plot the tier's share of the pool against
-    100 %, with the minimum as a dashed line. Whiskers show min-max over runs.
-    """
-    opts = report.get('options', {})
-    tolerance = float(opts.get('tolerance', 2.0))
-    min_pool = float(opts.get('min_pool_share', 90.0))
-    scenarios = report.get('scenarios', [])
-    order = []
-    for scen in scenarios:
-        for tier in scen['tiers']:
-            if tier not in order:
-                order.append(tier)
-    panel_w = 40 + 34 * max([1] + [len(s['loaded']) for s in scenarios])
-    left, top, plot_h, bottom = 56, 64, 240, 92
-    panel_w = max(panel_w, 130, (660 - left - 20) // max(1, len(scenarios)))
-    width = left + panel_w * max(1, len(scenarios)) + 20
-    height = top + plot_h + bottom
-
-    def y_of(pct):
-        pct = max(0.0, min(100.0, pct))
-        return top + plot_h - plot_h * pct / 100.0
-
-    out = []
-    out.append('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
-               'font-family="DejaVu Sans, Arial, sans-serif" font-size="11">' % (width, height, width, height))
-    out.append('<title>%s</title>' % _esc(title or 'Achieved against promised CPU shares'))
-    out.append('<rect x="0" y="0" width="%d" height="%d" fill="#ffffff"/>' % (width, height))
-    verdict = 'PASS' if report.get('passed') else 'FAIL'
-    out.append('<text x="%d" y="22" font-size="14" font-weight="bold">%s</text>'
-               % (left, _esc(title or 'Achieved against promised CPU shares per scenario')))
-    out.append('<text x="%d" y="40" fill="#444">%s: %s, window %s s x %s, tolerance +/-%s points, '
-               'lone tier &gt;= %s %% of pool</text>'
-               % (left, _esc(report.get('host', '?')), verdict, _fmt(opts.get('window'), 0),
-                  _esc(opts.get('repeats', '?')), _fmt(tolerance, 1), _fmt(min_pool, 0)))
-    # axis and grid
-    for pct in range(0, 101, 20):
-        y = y_of(pct)
-        out.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#e3e3e3"/>' % (left, y, width - 20, y))
-        out.append('<text x="%d" y="%.1f" text-anchor="end" fill="#555">%d</text>' % (left - 6, y + 4, pct))
-    out.append('<text transform="translate(16,%d) rotate(-90)" text-anchor="middle" fill="#333">'
-               'percent (share of loaded tiers; lone tier: of pool)</text>' % (top + plot_h // 2))
-    out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333"/>' % (left, top, left, top + plot_h))
-    out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333"/>'
-               % (left, top + plot_h, width - 20, top + plot_h))
-    for pindex, scen in enumerate(scenarios):
-        x0 = left + pindex * panel_w
-        lone = len(scen['loaded']) == 1
-        if pindex:
-            out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#bbb" stroke-dasharray="2,3"/>'
-                       % (x0, top, x0, top + plot_h))
-        loaded = scen['loaded']
-        slot = (panel_w - 20) / float(max(1, len(loaded)))
-        bar_w = min(40.0 if lone else 26.0, slot * 0.7)
-        for tindex, tier in enumerate(loaded):
-            data = scen['tiers'][tier]
-            cx = x0 + 10 + slot * (tindex + 0.5)
-            if lone:
-                achieved = data['pool_pct']
-                promised = 100.0
-            else:
-                achieved = data['share_pct']
-                promised = data['promised_pct']
-            value = _mean(achieved)
-            colour = tier_colour(tier, order)
-            if not lone and promised is not None:
-                out.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#2b8a3e" fill-opacity="0.15">'
-                           '<title>tolerance %s +/- %s</title></rect>'
-                           % (cx - bar_w / 2 - 4, y_of(promised + tolerance), bar_w + 8,
-                              y_of(promised - tolerance) - y_of(promised + tolerance),
-                              _fmt(promised), _fmt(tolerance)))
-            if value is not None:
-                out.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s">'
-                           '<title>%s %s: achieved %s %%, promised %s %%</title></rect>'
-                           % (cx - bar_w / 2, y_of(value), bar_w, top + plot_h - y_of(value), colour,
-                              _esc(scen['name']), _esc(tier), _fmt(value), _fmt(promised)))
-                if achieved and achieved.get('n', 1) > 1:
-                    out.append('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#222"/>'
-                               % (cx, y_of(achieved['min']), cx, y_of(achieved['max'])))
-                if lone:
-                    label_y = y_of(value) + 14
-                else:
-                    top_pct = max(value, (achieved or {}).get('max', value),
-                                  (promised or 0) + tolerance)
-                    label_y = y_of(top_pct) - 5
-                out.append('<text x="%.1f" y="%.1f" text-anchor="middle" font-size="10" fill="%s">%s</text>'
-                           % (cx, label_y, '#ffffff' if lone else '#111111', _fmt(value)))
-            if promised is not None:
-                out.append('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#111" stroke-width="2">'
-                           '<title>promised %s %%</title></line>'
-                           % (cx - bar_w / 2 - 5, y_of(promised), cx + bar_w / 2 + 5, y_of(promised),
-                              _fmt(promised)))
-            out.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#333">%s</text>'
-                       % (cx, top + plot_h + 14, _esc(tier)))
-        if lone:
-            out.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#c92a2a" stroke-dasharray="5,3">'
-                       '<title>minimum %s %% of the pool</title></line>'
-                       % (x0 + 6, y_of(min_pool), x0 + panel_w - 6, y_of(min_pool), _fmt(min_pool, 0)))
-        mark = 'pass' if scen['passed'] else 'FAIL'
-        out.append('<text x="%.1f" y="%d" text-anchor="middle" font-weight="bold">%s</text>'
-                   % (x0 + panel_w / 2.0, top + plot_h + 32, _esc(scen['name'])))
-        out.append('<text x="%.1f" y="%d" text-anchor="middle" fill="%s">%s (%s)</text>'
-                   % (x0 + panel_w / 2.0, top + plot_h + 47, '#2b8a3e' if scen['passed'] else '#c92a2a',
-                      mark, _esc(', '.join(scen['checks']))))
-    # legend
-    ly = top + plot_h + 72
-    lx = left
-    out.append('<rect x="%d" y="%d" width="12" height="10" fill="#888"/>' % (lx, ly - 9))
-    out.append('<text x="%d" y="%d">achieved (mean; whisker min-max)</text>' % (lx + 16, ly))
-    lx += 220
-    out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#111" stroke-width="2"/>' % (lx, ly - 4, lx + 14, ly - 4))
-    out.append('<text x="%d" y="%d">promised</text>' % (lx + 18, ly))
-    lx += 80
-    out.append('<rect x="%d" y="%d" width="14" height="10" fill="#2b8a3e" fill-opacity="0.15"/>' % (lx, ly - 9))
-    out.append('<text x="%d" y="%d">tolerance</text>' % (lx + 18, ly))
-    lx += 84
-    out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#c92a2a" stroke-dasharray="5,3"/>'
-               % (lx, ly - 4, lx + 16, ly - 4))
-    out.append('<text x="%d" y="%d">lone-tier minimum</text>' % (lx + 20, ly))
-    out.append('</svg>')
-    return '\n'.join(out) + '\n'

@@ -1,12 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) kvmlab.host_resources contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""module_utils._contention: scenarios, share arithmetic, checks, parsers, rendering."""
+"""module_utils._contention: scenarios, share arithmetic, checks, parsers (rendering: tests/unit/plugins/filter)."""
 
 from __future__ import annotations
-
-import json
-import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -332,113 +329,61 @@ def test_slice_cgroup_and_unit_list():
     assert c.parse_unit_list('', 'kvmlab-burn') == []
 
 
-# -- rendering -------------------------------------------------------------------
+# -- the guests' own cgroups and the phases -------------------------------------
 
-def sample_report(passed=True):
-    scenarios = []
-    for scen, usages in (
-            ({'name': 'all_loaded', 'loaded': NAMES, 'checks': ['shares']},
-             [(50.5, 33.0, 16.5), (50.9, 32.8, 16.3)]),
-            ({'name': 'gold_idle', 'loaded': ['silver', 'bronze'], 'checks': ['ratios']},
-             [(0.0, 66.0, 34.0), (0.0, 66.5, 33.5)]),
-            ({'name': 'bronze_alone', 'loaded': ['bronze'], 'checks': ['pool']},
-             [(0.0, 0.0, 97.0 if passed else 60.0), (0.0, 0.0, 98.0)])):
-        runs = [c.compute_run(WEIGHTS, scen['loaded'], _usage(*u), 30 * SEC, 4, pool_busy_pct=99.2,
-                              checks=scen['checks']) for u in usages]
-        summary = c.summarize_scenario(scen, runs)
-        summary['duration_sec'] = 81.0
-        scenarios.append(summary)
-    verdict = {'threads': 6, 'confined_to_pool': 0, 'may_leave_pool': ['kvm-worker-01 CPU 0/TCG'],
-               'evidence': 'samples', 'ran_on_reserved': True, 'samples_on_reserved': 3,
-               'runtime_on_reserved_usec': 12000, 'runtime_usec': 90000}
-    return {
-        'passed': all(s['passed'] for s in scenarios), 'host': 'kvmlab-host', 'kernel': '6.1.0',
-        'generated': '2026-01-01T00:00:00Z', 'duration_sec': 400.0,
-        'options': {'window': 30.0, 'warmup': 5.0, 'repeats': 2, 'sample_interval': 1.0, 'tolerance': 2.0,
-                    'ratio_tolerance': 10.0, 'min_pool_share': 90.0, 'load': 'burners', 'placement': 'cpu',
-                    'burners_per_cpu': 1},
-        'pool': {'guest_domain': '2-3,6-7', 'host_reserved': '0-1,4-5', 'cpus': 4},
-        'scenarios': scenarios,
-        'placement': {'vcpus': verdict,
-                      'burners': dict(verdict, evidence='affinity', may_leave_pool=[], ran_on_reserved=False,
-                                      runtime_on_reserved_usec=0, confined_to_pool=12, threads=12)},
-        'leftover_units': [],
-    }
+def test_parse_cpuacct_usage():
+    assert c.parse_cpuacct_usage('123456789\n') == 123456
+    assert c.parse_cpuacct_usage('') is None
+    assert c.parse_cpuacct_usage('x') is None
 
 
-def test_markdown_has_the_tables_and_the_command():
-    text = c.render_markdown(sample_report(), command='ansible-playbook -i INVENTORY playbooks/contention_validate.yml')
-    assert '**Result: PASS**' in text
-    assert 'ansible-playbook -i INVENTORY playbooks/contention_validate.yml' in text
-    assert '| all_loaded | gold | 512 | 50.6 | 50.7 [50.5, 50.9] | 0.1 [-0.1, 0.3] | 50.7 [50.5, 50.9] | pass |' in text
-    assert '| gold_idle | gold (idle) | 512 | - | - | - |' in text
-    assert '| gold_idle | silver:bronze | 1.99 |' in text
-    assert '| bronze_alone | bronze | 167 | 100.0 | 100.0 | 0.0 | 97.5 [97.0, 98.0] | pass |' in text
-    assert '| guest vCPU threads | 6 | 0 | samples | yes | 12 |' in text
-    assert '`kvm-worker-01 CPU 0/TCG`' in text
-    assert 'Left running after the run: nothing.' in text
+V2_CGROUP = '0::/machine.slice/machine-qemu\\x2d4\\x2dkvmlab\\x2dbusy\\x2dgold\\x2d1.scope/libvirt/emulator\n'
+V1_CGROUP = ('12:cpuset:/machine/gold.partition/qemu-7-busy-gold-1.libvirt-qemu/emulator\n'
+             '3:cpuacct:/machine/gold.partition/qemu-7-busy-gold-1.libvirt-qemu/emulator\n'
+             '2:cpu:/machine/gold.partition/qemu-7-busy-gold-1.libvirt-qemu/emulator\n'
+             '1:name=systemd:/\n0::/\n')
 
 
-def test_markdown_failure():
-    report = sample_report(passed=False)
-    assert report['passed'] is False
-    text = c.render_markdown(report)
-    assert '**Result: FAIL**' in text
-    assert '| bronze_alone | bronze, | ' not in text
-    assert '| bronze_alone | bronze | pool |' in text and '| FAIL |' in text
+def test_guest_cgroup_is_read_from_the_process():
+    assert c.guest_cgroup(V2_CGROUP) == '/machine.slice/machine-qemu\\x2d4\\x2dkvmlab\\x2dbusy\\x2dgold\\x2d1.scope'
+    assert c.guest_cgroup(V1_CGROUP, 'cpuacct') == '/machine/gold.partition/qemu-7-busy-gold-1.libvirt-qemu'
+    # the unified line of a v1 host says nothing: no path is guessed
+    assert c.guest_cgroup(V1_CGROUP) is None
+    assert c.guest_cgroup('', 'cpuacct') is None
+    assert c.guest_cgroup('4:cpu,cpuacct:/machine/qemu-1-a.libvirt-qemu/vcpu0\n', 'cpuacct') == \
+        '/machine/qemu-1-a.libvirt-qemu'
 
 
-def test_svg_is_well_formed_and_draws_every_tier():
-    svg = c.render_svg(sample_report(), title='Lab <host> & co')
-    root = ET.fromstring(svg)
-    assert root.tag == '{http://www.w3.org/2000/svg}svg'
-    texts = [t.text for t in root.iter('{http://www.w3.org/2000/svg}text')]
-    assert 'all_loaded' in texts and 'gold_idle' in texts and 'bronze_alone' in texts
-    assert 'Lab <host> & co' in texts
-    titles = [t.text for t in root.iter('{http://www.w3.org/2000/svg}title')]
-    assert any(t.startswith('all_loaded gold: achieved 50.7 %, promised 50.6 %') for t in titles)
-    assert any(t.startswith('bronze_alone bronze: achieved 97.5 %, promised 100.0 %') for t in titles)
-    fills = [r.get('fill') for r in root.iter('{http://www.w3.org/2000/svg}rect')]
-    assert c.TIER_COLOURS['gold'] in fills and c.TIER_COLOURS['bronze'] in fills
-    assert int(root.get('width')) >= 650
+def test_partition_cgroup():
+    assert c.partition_cgroup('/machine/gold') == '/machine/gold.partition'
+    assert c.partition_cgroup('/machine') == '/machine'
+    assert c.partition_cgroup('/machine/a/b') == '/machine/a.partition/b.partition'
+    with pytest.raises(c.ContentionError):
+        c.partition_cgroup('/')
 
 
-def test_svg_colours_for_other_tiers():
-    assert c.tier_colour('gold', ['gold']) == c.TIER_COLOURS['gold']
-    assert c.tier_colour('x', ['gold', 'x', 'y']) == c._PALETTE[0]
-    assert c.tier_colour('y', ['gold', 'x', 'y']) == c._PALETTE[1]
+def _phase_summary(phase, name, loaded, usage):
+    scen = {'name': name, 'loaded': loaded, 'checks': c.default_checks(loaded, NAMES), 'phase': phase}
+    run = c.compute_run(WEIGHTS, loaded, usage, 30 * SEC, 4, checks=scen['checks'])
+    return c.summarize_scenario(scen, [run])
 
 
-def test_report_is_json_serializable():
-    json.dumps(sample_report())
-
-
-# -- the contention_report filter (a thin face of the renderers above) ------------
-
-def test_filter_formats():
-    # ansible-test runs module_utils tests where only ansible.module_utils imports; plain pytest runs this
-    errors = pytest.importorskip('ansible.errors')
-    AnsibleFilterError = errors.AnsibleFilterError
-    from ansible_collections.kvmlab.host_resources.plugins.filter.contention_report import FilterModule
-
-    render = FilterModule().filters()['contention_report']
-    report = sample_report()
-    assert render(report).startswith('# Measured contention')
-    assert render(report, 'markdown', command='make it', title='Lab').startswith('# Lab')
-    assert render(report, 'svg').startswith('<svg')
-    data = json.loads(render(report, 'json', command='ansible-playbook x'))
-    assert data['command'] == 'ansible-playbook x' and data['passed'] is True
-    assert 'command' not in report
-    with pytest.raises(AnsibleFilterError, match='format must be one of'):
-        render(report, 'pdf')
-    with pytest.raises(AnsibleFilterError, match='expects the report'):
-        render({'passed': True})
-    with pytest.raises(AnsibleFilterError, match='malformed report'):
-        render({'scenarios': [{'name': 'x'}]})
-
-
-def test_no_negative_zero():
-    assert c._fmt(-0.04) == '0.0'
-    assert c._fmt(-0.05, 2) == '-0.05'
-    assert c._fmt(-1.0) == '-1.0'
-    assert c._fmt(None) == '-'
+def test_compare_phases_sets_the_same_scenario_side_by_side():
+    scenarios = [
+        _phase_summary('in_place', 'all_loaded', NAMES, _usage(40.0, 36.0, 24.0)),
+        _phase_summary('in_place', 'gold_alone', ['gold'], _usage(95.0, 0, 0)),
+        _phase_summary('moved', 'all_loaded', NAMES, _usage(50.0, 33.0, 17.0)),
+        _phase_summary('moved', 'gold_alone', ['gold'], _usage(97.0, 0, 0)),
+        _phase_summary('moved', 'gold_idle', ['silver', 'bronze'], _usage(0, 66.0, 34.0)),
+    ]
+    assert scenarios[0]['phase'] == 'in_place'
+    compared = c.compare_phases(scenarios)
+    assert [(e['scenario'], e['tier']) for e in compared] == [
+        ('all_loaded', 'gold'), ('all_loaded', 'silver'), ('all_loaded', 'bronze'), ('gold_alone', 'gold')]
+    gold = compared[0]
+    assert gold['shares'] == {'in_place': 40.0, 'moved': 50.0}
+    assert gold['spread_points'] == 10.0 and gold['promised_pct'] == 50.59
+    assert compared[2]['spread_points'] == 7.0
+    alone = compared[3]
+    assert alone['promised_pct'] == 100.0 and alone['shares'] == {'in_place': 95.0, 'moved': 97.0}
+    assert alone['spread_points'] == 2.0

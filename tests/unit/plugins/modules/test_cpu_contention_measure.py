@@ -20,6 +20,7 @@ import pytest
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _contention_run as run_mod
 from ansible_collections.kvmlab.host_resources.plugins.modules import cpu_contention_measure as mod
 
 from ansible_collections.kvmlab.host_resources.tests.unit.module_runner import run_module
@@ -237,16 +238,17 @@ def host(tmp_path, monkeypatch):
     monkeypatch.setattr(AnsibleModule, 'run_command', run_command)
     monkeypatch.setattr(AnsibleModule, 'get_bin_path',
                         lambda self, name, required=False, opt_dirs=None: '/usr/bin/' + name)
-    monkeypatch.setattr(mod, 'time', clock)
-    monkeypatch.setattr(mod, '_online_cpus', lambda module: ONLINE)
+    monkeypatch.setattr(run_mod, 'time', clock)
+    monkeypatch.setattr(run_mod, 'online_cpus', lambda: ONLINE)
     fake.affinity = []
-    monkeypatch.setattr(mod.os, 'sched_setaffinity', lambda pid, cpus: fake.affinity.append(set(cpus)))
+    monkeypatch.setattr(run_mod.os, 'sched_setaffinity', lambda pid, cpus: fake.affinity.append(set(cpus)))
     return fake
 
 
 def args(host, **over):
     base = {'tiers': TIERS, 'guest_cpus': '2-3,6-7', 'reserved_cpus': '0-1,4-5', 'window': 4, 'warmup': 1,
-            'sample_interval': 1, 'cgroup_root': host.cgroup, 'proc_root': host.proc}
+            'sample_interval': 1, 'cgroup_root': host.cgroup, 'proc_root': host.proc,
+            'guest_kernel': os.path.join(host.root, 'no-such-kernel.elf')}
     base.update(over)
     return base
 
@@ -283,7 +285,7 @@ def test_all_scenarios_pass_on_an_exact_scheduler(host):
 
 
 def test_burner_units_are_confined_and_bounded(host):
-    run(host, scenarios=['all_loaded'], window=30, warmup=5, runtime_margin=100)
+    run(host, scenarios=['all_loaded'], window=30, warmup=5, runtime_margin=100, placement='cpu')
     starts = [c for c in host.calls if c.startswith('systemd-run')]
     assert len(starts) == 3
     assert '--unit=kvmlab-burn-gold.service --slice=machine-gold.slice --collect' in starts[0]
@@ -367,7 +369,7 @@ def test_sigterm_stops_the_burners(host):
 
 def test_controller_gone_stops_the_burners(host, monkeypatch):
     parents = iter([100] + [1] * 1000)
-    monkeypatch.setattr(mod.os, 'getppid', lambda: next(parents))
+    monkeypatch.setattr(run_mod.os, 'getppid', lambda: next(parents))
     result = run(host, scenarios=['all_loaded'])
     assert result['failed'] is True
     assert 'controller went away' in result['msg']
@@ -395,7 +397,8 @@ def test_leftovers_of_an_earlier_run_are_stopped_first(host):
     result = run(host, scenarios=['silver_alone'])
     assert result['changed'] is True
     assert result['stopped'] == ['kvmlab-burn-gold.service']
-    assert result['diff'] == {'before': {'units': ['kvmlab-burn-gold.service']}, 'after': {'units': []}}
+    assert result['diff'] == {'before': {'units': ['kvmlab-burn-gold.service'], 'guests': []},
+                              'after': {'units': [], 'guests': []}}
     assert result['report']['scenarios'][0]['passed'] is True
 
 
@@ -420,15 +423,45 @@ def test_check_mode_starts_nothing_and_returns_the_plan(host):
     assert result['plan'][1]['units'] == ['kvmlab-burn-bronze.service']
 
 
-def test_floating_placement_and_guest_load(host):
-    report = run(host, scenarios=['all_loaded'], placement='pool')['report']
-    assert report['options']['placement'] == 'pool'
+def test_burners_float_by_default_and_the_existing_load_starts_nothing(host):
+    report = run(host, scenarios=['all_loaded'])['report']
+    assert report['options']['placement'] == 'pool' and report['load'] == 'burners'
+    assert report['phases'] == ['pool'] and report['scenarios'][0]['phase'] == 'pool'
     starts = [c for c in host.calls if c.startswith('systemd-run')]
     assert 'taskset' not in starts[0]
     host.calls[:] = []
-    result = run(host, scenarios=['all_loaded'], load='guests')
+    result = run(host, scenarios=['all_loaded'], load='existing')
     assert not [c for c in host.calls if c.startswith('systemd-run')]
     assert result['report']['passed'] is False   # nothing loaded the tiers
+    assert result['report']['phases'] == ['existing']
+
+
+def test_placement_both_reports_floating_then_bound(host):
+    report = run(host, scenarios=['all_loaded', 'gold_idle'], placement='both')['report']
+    assert [(s['phase'], s['name']) for s in report['scenarios']] == [
+        ('pool', 'all_loaded'), ('pool', 'gold_idle'), ('cpu', 'all_loaded'), ('cpu', 'gold_idle')]
+    starts = [c for c in host.calls if c.startswith('systemd-run')]
+    assert len(starts) == 10
+    assert 'taskset' not in starts[0] and 'taskset -c 2 ' in starts[5]
+    assert report['passed'] is True and host.units == {}
+
+
+def test_auto_load_is_guests_only_with_the_spin_kernel(host, tmp_path):
+    params = {'load': 'auto', 'guest_kernel': str(tmp_path / 'spinall.elf')}
+    assert run_mod.resolve_load(params) == 'burners'
+    (tmp_path / 'spinall.elf').write_text('x')
+    assert run_mod.resolve_load(params) == 'guests'
+    assert run_mod.resolve_load(dict(params, load='existing')) == 'existing'
+
+
+def test_guests_need_the_kernel(host):
+    result = run(host, load='guests')
+    assert result['failed'] is True and 'no-such-kernel.elf does not exist' in result['msg']
+
+
+def test_burners_need_systemd(host):
+    result = run(host, load='burners', systemd=False)
+    assert result['failed'] is True and 'needs systemd' in result['msg']
 
 
 @pytest.mark.parametrize('over, message', [
