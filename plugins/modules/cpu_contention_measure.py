@@ -113,7 +113,7 @@ options:
   placement:
     description:
       - Burners only. C(pool) lets each burner float over the pool (as vCPU threads do); C(cpu) binds each
-        to one CPU of the pool (every pool CPU sees every loaded tier: the optimistic case); C(both) runs every
+        to one CPU of the pool (every pool CPU sees every loaded tier, the optimistic case); C(both) runs every
         scenario floating, then bound, and reports both.
     type: str
     choices: [pool, cpu, both]
@@ -128,8 +128,8 @@ options:
     default: [in_place, moved]
   guests_per_tier:
     description:
-      - Guests only. Busy guests per tier, a dict of tier name to count (0 for none). Default seed 001's
-        C({gold: 3, silver: 4, bronze: 6}); with other tier names give every tier a count.
+      - "Guests only. Busy guests per tier, a dict of tier name to count (0 for none). Default seed 001's
+        C({gold: 3, silver: 4, bronze: 6}); with other tier names give every tier a count."
     type: dict
   busy_vcpus:
     description: Guests only. vCPUs per busy guest; O(guest_kernel) keeps every one busy.
