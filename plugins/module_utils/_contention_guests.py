@@ -122,7 +122,7 @@ def guest_plan(guests, tiers, pools, vcpus):
     return [dict((k, entry[k]) for k in keys) for entry in placement['guests']]
 
 
-def domain_xml(entry, kernel, phase, run_id, memory_mib=16, domain_type='qemu', emulator=None):
+def domain_xml(entry, kernel, phase, run_id, memory_mib=16, domain_type='qemu', emulator=None, uuid=None):
     """The domain XML of a busy guest for ``phase`` (``in_place`` or ``moved``).
 
     Every vCPU is pinned to the whole guest pool (it floats there, as apply
@@ -131,7 +131,8 @@ def domain_xml(entry, kernel, phase, run_id, memory_mib=16, domain_type='qemu', 
     resource partition and ``<shares>``, which libvirt applies at the next
     start. The metadata element ``<contention run="RUN_ID"/>`` marks it as a
     measurement's guest, so that a later run or ``mode=cleanup`` can find
-    leftovers without touching any other domain.
+    leftovers without touching any other domain. ``uuid`` (that of the defined
+    domain) lets the XML redefine it.
     """
     if phase not in PHASES:
         raise ContentionError('phase must be one of %s, got %r' % (', '.join(PHASES), phase))
@@ -144,6 +145,7 @@ def domain_xml(entry, kernel, phase, run_id, memory_mib=16, domain_type='qemu', 
     parts = [
         '<domain type=%s>' % quoteattr(domain_type),
         '  <name>%s</name>' % escape(entry['name']),
+    ] + (['  <uuid>%s</uuid>' % escape(uuid)] if uuid else []) + [
         '  <metadata>',
         '    <kvmlab:%s xmlns:kvmlab=%s run=%s tier=%s/>' % (METADATA_ELEMENT, quoteattr(METADATA_NS),
                                                          quoteattr(run_id), quoteattr(entry['tier'])),

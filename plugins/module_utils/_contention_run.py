@@ -127,21 +127,18 @@ def online_cpus(path=ONLINE_CPUS):
 
 
 class Cgroups(object):
-    """CPU time and weight of a cgroup: cgroup v2 (``cpu.stat``, ``cpu.weight``) or v1 without systemd.
+    """CPU time and weight of a cgroup: cgroup v2, or v1 controllers without systemd.
 
-    v1 reads ``cpuacct.usage`` (ns) below the ``cpuacct`` mount and
-    ``cpu.shares`` below the ``cpu`` mount of ``v1_root``.
+    CPU time is ``usage_usec`` of ``cpu.stat`` in the v2 hierarchy at
+    ``root`` (on a hybrid v1 host the unified hierarchy accounts every cgroup's
+    CPU time too), else v1 ``cpuacct.usage``. The weight is v2 ``cpu.weight``,
+    or v1 ``cpu.shares`` below ``v1_root/cpu``.
     """
 
     def __init__(self, version, root, v1_root=V1_ROOT):
         self.version = version
         self.root = root
         self.v1_root = v1_root
-
-    @property
-    def controller(self):
-        """Which line of /proc/<pid>/cgroup names the path: '' (unified) or cpuacct."""
-        return '' if self.version == 2 else 'cpuacct'
 
     def _v1(self, controller):
         for name in (controller, 'cpu,cpuacct', 'cpuacct,cpu'):
@@ -150,10 +147,21 @@ class Cgroups(object):
                 return path
         return os.path.join(self.v1_root, controller)
 
+    def guest_path(self, proc_cgroup_text):
+        """The guest's own cgroup from its QEMU process's /proc/<pid>/cgroup (unified line first)."""
+        path = guest_cgroup(proc_cgroup_text, '')
+        if path is None and self.version == 1:
+            path = guest_cgroup(proc_cgroup_text, 'cpuacct') or guest_cgroup(proc_cgroup_text, 'cpu')
+        return path
+
     def usage_usec(self, cgroup):
+        text = _read(os.path.join(self.root, cgroup.lstrip('/'), 'cpu.stat'))
+        if text is not None:
+            usage = parse_cpu_stat(text).get('usage_usec')
+            if usage is not None or self.version == 2:
+                return usage
         if self.version == 2:
-            text = _read(os.path.join(self.root, cgroup.lstrip('/'), 'cpu.stat'))
-            return None if text is None else parse_cpu_stat(text).get('usage_usec')
+            return None
         return parse_cpuacct_usage(_read(os.path.join(self._v1('cpuacct'), cgroup.lstrip('/'), 'cpuacct.usage')))
 
     def weight(self, cgroup):
@@ -341,7 +349,7 @@ class Runner(object):
         argv = raw.split('\0')
         if not os.path.basename(argv[0]).startswith('qemu-system'):
             return None
-        cgroup = guest_cgroup(_read(os.path.join(self.proc, str(pid), 'cgroup')), self.cgroups.controller)
+        cgroup = self.cgroups.guest_path(_read(os.path.join(self.proc, str(pid), 'cgroup')))
         threads = []
         try:
             tids = os.listdir(os.path.join(self.proc, str(pid), 'task'))
@@ -481,9 +489,10 @@ class Runner(object):
         return left
 
     def define(self, entry, phase):
+        dom = self.lookup(entry['name']) if entry['name'] in self.created else None
         xml_text = cg.domain_xml(entry, self.params['guest_kernel'], phase, self.run_id,
                                  memory_mib=self.params['guest_memory'], domain_type=self.params['domain_type'],
-                                 emulator=self.emulator)
+                                 emulator=self.emulator, uuid=dom.UUIDString() if dom is not None else None)
         try:
             return self.connect().defineXML(xml_text)
         except self.lib.libvirtError as exc:
@@ -854,12 +863,13 @@ def execute(module, lib=None, online=None):
     except (ContentionError, CpuListError) as exc:
         return False, {'msg': str(exc)}
     params['load'] = resolve_load(params)
-    if params['load'] == 'burners' and not params['systemd']:
+    cleanup = params['mode'] == 'cleanup'
+    if params['load'] == 'burners' and not params['systemd'] and not cleanup:
         return False, {'msg': 'load=burners needs systemd (transient units in the tier slices); '
                               'use load=guests on a host without systemd'}
     phases = phases_of(params)
     plan = []
-    if params['load'] == 'guests':
+    if params['load'] == 'guests' and not cleanup:
         if lib is None:
             return False, {'msg': 'load=guests needs libvirt-python (python3-libvirt) on the host'}
         if not os.path.exists(params['guest_kernel']):

@@ -241,14 +241,25 @@ def pin_request(entry, kind):
     return request
 
 
-def scope_wanted(entry, kind, scope_allowed_cpus, weight=None):
+def covers(effective, wanted):
+    """True when the CPU list ``effective`` holds every CPU of ``wanted`` (both cpulists)."""
+    have, want = _cpus(effective), _cpus(wanted)
+    return have is not None and want is not None and set(want) <= set(have)
+
+
+def scope_wanted(entry, kind, scope_allowed_cpus, weight=None, allowed='', effective=None):
     """Live properties of a running guest's scope, in systemd's assignment spelling.
 
     ``weight`` overrides the tier weight (the budget share of a scope that
-    still sits in machine.slice).
+    still sits in machine.slice). AllowedCPUs is set only on a scope that is
+    restricted (``allowed`` not empty) or whose effective CPUs (``effective``,
+    the cgroup's cpuset.cpus.effective) miss some of ``scope_allowed_cpus``:
+    an unrestricted scope already lets the vCPU, emulator and IOThread pins
+    work, and a runtime AllowedCPUs on it could not be taken back exactly (the
+    kernel refuses to empty the cpuset of a cgroup with tasks).
     """
     wanted = {'CPUWeight': str(entry['cpu_weight'] if weight is None else weight)}
-    if kind == 'placement':
+    if kind == 'placement' and (allowed or not covers(effective, scope_allowed_cpus)):
         wanted['AllowedCPUs'] = scope_allowed_cpus
     return wanted
 
@@ -305,12 +316,19 @@ def shares_state(shares, wanted):
     return 'drifted'
 
 
-def allowed_state(allowed, wanted):
-    """The scope's AllowedCPUs: ``applied`` at ``wanted``, ``stock`` unrestricted (``''``), else drifted."""
+def allowed_state(allowed, wanted, effective=None):
+    """The scope's CPUs, judged on what is effective.
+
+    ``applied`` when AllowedCPUs is ``wanted``; ``info`` when the scope is
+    unrestricted (``''``) and its effective CPUs cover ``wanted`` (stock and
+    applied hosts alike: nothing to do); ``drifted`` when the pins cannot all
+    work (an unrestricted scope whose effective CPUs miss some of ``wanted``,
+    or any other restriction).
+    """
     if allowed == wanted:
         return 'applied'
-    if allowed == '':
-        return 'stock'
+    if allowed == '' and covers(effective, wanted):
+        return 'info'
     return 'drifted'
 
 
@@ -436,7 +454,7 @@ def guest_items(guest, context, kind='placement'):
             allowed = props.get('AllowedCPUs', '')
             effective = ((scope or {}).get('cgroup') or {}).get('cpuset_cpus_effective') or 'unreadable'
             live = '%s (effective %s) on %s' % (allowed or 'unrestricted', effective, (scope or {}).get('unit'))
-            state = allowed_state(allowed, context['scope_allowed_cpus'])
+            state = allowed_state(allowed, context['scope_allowed_cpus'], effective)
         else:
             live, state = NOT_RUNNING, 'info'
         add('%s scope AllowedCPUs' % name, 'placement', context['scope_allowed_cpus'], live, state)

@@ -557,7 +557,9 @@ class Pool(object):
             scope_set = {}
             scope = placed['scopes'].get(record['scope_unit'])
             if scope is not None:
-                wanted = ep.scope_wanted(entry, self.kind, context['scope_allowed_cpus'])
+                wanted = ep.scope_wanted(entry, self.kind, context['scope_allowed_cpus'],
+                                         allowed=scope['properties'].get('AllowedCPUs', ''),
+                                         effective=(scope.get('cgroup') or {}).get('cpuset_cpus_effective'))
                 try:
                     _systemd.wanted_properties(
                         cpu_weight=int(wanted['CPUWeight']), allowed_cpus=wanted.get('AllowedCPUs'),

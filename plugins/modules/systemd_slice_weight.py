@@ -763,21 +763,33 @@ class SliceWeight(object):
 
         The kernel (cpuset validate_change) refuses with ENOSPC to change a
         cgroup that has tasks from a CPU list to the empty list ("inherit"), on
-        cgroup v2 as well: that value cannot come back at runtime. It comes
-        back when the cgroup is next created empty (a reboot, a restart of the
-        unit); the caller reports it under not_restored.
+        cgroup v2 as well: that value cannot come back at runtime. The cgroup
+        then gets its parent's effective CPUs, which is what "inherit" gives
+        now, so its tasks may use every CPU again; the raw "" comes back when
+        the cgroup is next created (a reboot, a restart of the unit). The caller
+        reports the difference under not_restored.
         """
-        path = os.path.join(self.cgroup_root, (control_group or '').lstrip('/'), 'cpuset.cpus')
+        directory = os.path.join(self.cgroup_root, (control_group or '').lstrip('/'))
+        path = os.path.join(directory, 'cpuset.cpus')
         try:
             with open(path, 'w') as handle:
                 handle.write((text or '') + '\n')
         except (IOError, OSError) as exc:
-            if exc.errno == errno.ENOSPC and not text:
-                self.module.warn('%s: the kernel refuses an empty cpuset.cpus while the cgroup has tasks '
-                                 '(ENOSPC); it becomes "" (inherit) again when the cgroup is next created, '
-                                 'at the next boot or restart of the unit' % path)
-                return False
-            self.fail('cannot write %s: %s' % (path, to_native(exc)))
+            if exc.errno != errno.ENOSPC or text:
+                self.fail('cannot write %s: %s' % (path, to_native(exc)))
+            parent = os.path.join(os.path.dirname(directory), 'cpuset.cpus.effective')
+            try:
+                with open(parent) as handle:
+                    inherited = handle.read().strip()
+                with open(path, 'w') as handle:
+                    handle.write(inherited + '\n')
+            except (IOError, OSError) as exc2:
+                self.fail('cannot write %s: the kernel refuses "" while the cgroup has tasks, and writing the '
+                          "parent's CPUs failed too: %s" % (path, to_native(exc2)))
+            self.module.warn('%s: the kernel refuses an empty cpuset.cpus (inherit) while the cgroup has tasks '
+                             '(ENOSPC); it now holds the CPUs it would inherit (%s), and becomes "" again when the '
+                             'cgroup is next created, at the next boot or restart of the unit' % (path, inherited))
+            return False
         return True
 
     def take_snapshot(self, plans, shows):

@@ -121,7 +121,10 @@ class Lab(object):
         placed = set(h for members in pools.values() for h in members)
         children['ungrouped'] = {'hosts': dict((h, hosts[h]) for h in MEMBERS if h not in placed)}
         data = {'all': {'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
-                                 'ansible_become': False, 'cpu_pool_virttype': 'qemu'},
+                                 'ansible_become': False, 'cpu_pool_virttype': 'qemu',
+                                 # the CI host is not a managed host: install nothing, lock a private file
+                                 'kvmlab_install_packages': False,
+                                 'kvmlab_host_lock_path': os.path.join(self.work, 'host.lock')},
                         'children': children}}
         path = os.path.join(self.work, 'inventory-%s.yml' % uuid.uuid4().hex[:6])
         with open(path, 'w') as handle:

@@ -78,7 +78,10 @@ def role(fastvirt, tmp_path):
                          shared_execution_pool_systemd=False,
                          shared_execution_pool_pools=POOLS,
                          shared_execution_pool_guests=guests,
-                         shared_execution_pool_snapshot_dir=str(tmp_path / 'snapshots'))
+                         shared_execution_pool_snapshot_dir=str(tmp_path / 'snapshots'),
+                         # the CI host is not a managed host: install nothing, lock a private file
+                         kvmlab_install_packages=False,
+                         kvmlab_host_lock_path=str(tmp_path / 'host.lock'))
         variables.update(extra)
         (tmp_path / 'vars.json').write_text(json.dumps(variables))
         command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,',

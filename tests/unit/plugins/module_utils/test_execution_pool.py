@@ -112,6 +112,12 @@ def test_pin_request_and_scope_wanted_by_kind():
         'name': 'vm', 'cpu_shares': 512, 'partition': '/machine/gold', 'vcpu_cpuset': '2-7',
         'emulator_cpuset': '1', 'iothread_cpuset': '1'}
     assert ep.pin_request(entry, 'weights') == {'name': 'vm', 'cpu_shares': 512, 'partition': '/machine/gold'}
+    # an unrestricted scope that already reaches every pool CPU keeps AllowedCPUs unset
+    assert ep.scope_wanted(entry, 'placement', '0-7', effective='0-7') == {'CPUWeight': '512'}
+    # a restricted scope, or one whose effective CPUs miss some, is widened
+    assert ep.scope_wanted(entry, 'placement', '0-7', allowed='0-1', effective='0-1') == \
+        {'CPUWeight': '512', 'AllowedCPUs': '0-7'}
+    assert ep.scope_wanted(entry, 'placement', '0-7', effective='0-5') == {'CPUWeight': '512', 'AllowedCPUs': '0-7'}
     assert ep.scope_wanted(entry, 'placement', '0-7') == {'CPUWeight': '512', 'AllowedCPUs': '0-7'}
     assert ep.scope_wanted(entry, 'weights', '0-7') == {'CPUWeight': '512'}
     assert ep.scope_wanted(entry, 'weights', '0-7', weight=256) == {'CPUWeight': '256'}
@@ -146,10 +152,16 @@ def test_shares_state_stock_is_100_or_1024(shares, state):
     assert ep.shares_state(shares, 512) == state
 
 
-@pytest.mark.parametrize('allowed, state', [('0-1,2-7', 'drifted'), ('0-7', 'applied'), ('', 'stock'),
-                                            ('2-7', 'drifted')])
-def test_allowed_state(allowed, state):
-    assert ep.allowed_state(allowed, '0-7') == state
+@pytest.mark.parametrize('allowed, effective, state', [
+    ('0-1,2-7', '0-7', 'drifted'), ('0-7', '0-7', 'applied'), ('', '0-7', 'info'), ('', '0-9', 'info'),
+    ('', '0-5', 'drifted'), ('', None, 'drifted'), ('2-7', '2-7', 'drifted')])
+def test_allowed_state_judges_what_is_effective(allowed, effective, state):
+    assert ep.allowed_state(allowed, '0-7', effective) == state
+
+
+def test_covers():
+    assert ep.covers('0-7', '0-1,4-5') and ep.covers('0-7', '0-7')
+    assert not ep.covers('0-3', '0-7') and not ep.covers(None, '0-7') and not ep.covers('0-7', 'x')
 
 
 def config(vcpu='unpinned', emulator='unpinned', iothread=None, shares=0, partition=''):
@@ -185,7 +197,7 @@ def test_persistent_state_weights_kind_ignores_pins_and_metadata():
 
 
 def view(entry, running=True, vcpu='2-7', emulator='1', iothread=None, weight='512', cgroup_weight=512,
-         allowed='0-7', cfg=None, meta_tier='gold', shares=512, live_partition='/machine'):
+         allowed='', cfg=None, meta_tier='gold', shares=512, live_partition='/machine', effective='0-7'):
     proc = {'running': running, 'cpus': {'vcpu': [vcpu], 'emulator': [emulator],
                                          'iothread': [iothread] if iothread else []},
             'counts': {'vcpu': 2, 'emulator': 3, 'iothread': 1 if iothread else 0}}
@@ -194,7 +206,7 @@ def view(entry, running=True, vcpu='2-7', emulator='1', iothread=None, weight='5
                         'config': cfg or config('2-7', '1', None, 512, '/machine/gold')},
             'scope': {'unit': 'machine-qemu\\x2d1\\x2dvm.scope', 'properties': {'CPUWeight': weight,
                                                                              'AllowedCPUs': allowed},
-                      'cgroup': {'cpu_weight': cgroup_weight, 'cpuset_cpus_effective': allowed}} if running else None,
+                      'cgroup': {'cpu_weight': cgroup_weight, 'cpuset_cpus_effective': effective}} if running else None,
             'metadata': {'tier': meta_tier}}
 
 
@@ -211,7 +223,10 @@ def test_guest_items_applied_systemd():
                              'vm tier', 'vm vCPU threads', 'vm weight']
     assert items['vm tier']['live'] == 'gold from inventory' and items['vm tier']['state'] == 'info'
     assert items['vm weight']['live'] == 'CPUWeight 512, cpu.weight 512'
-    assert all(item['state'] == 'applied' for item in items.values() if item['class'] != 'info')
+    assert all(item['state'] == 'applied' for item in items.values() if item['class'] != 'info'
+               and item['name'] != 'vm scope AllowedCPUs')
+    # unrestricted scope reaching every pool CPU: shown, not counted
+    assert items['vm scope AllowedCPUs']['state'] == 'info'
     assert items['vm partition']['live'] == 'running in /machine, next start in /machine/gold (pending)'
     assert all(item['tier_source'] == 'inventory' for item in items.values())
 
@@ -223,7 +238,8 @@ def test_guest_items_stock_and_reserved_drift_text():
     assert items['vm vCPU threads']['live'] == '0-7 (can run on reserved CPUs 0-1)'
     assert items['vm weight']['live'] == 'CPUWeight default, cpu.weight 100'
     assert items['vm scope AllowedCPUs']['live'].startswith('unrestricted')
-    assert set(item['state'] for item in items.values() if item['class'] != 'info') == {'stock'}
+    assert set(item['state'] for item in items.values() if item['class'] != 'info') == {'stock', 'info'}
+    assert [n for n, i in items.items() if i['class'] != 'info' and i['state'] == 'info'] == ['vm scope AllowedCPUs']
 
 
 def test_guest_items_iothreads_and_not_running():
@@ -479,7 +495,7 @@ def test_reports():
     status = dict(ep.status(items, 'placement'), guests=[{'name': 'vm', 'tier': 'gold', 'tier_source': 'inventory'}],
                   pools=POOLS, scope_allowed_cpus='0-7', excluded=[])
     lines = ep.status_report(status, 'placement')
-    assert lines[0] == 'shared-execution-pool-status: shared execution pool: all 5 items match the policy'
+    assert lines[0] == 'shared-execution-pool-status: shared execution pool: all 4 items match the policy'
     assert lines[2] == 'vm: tier gold from inventory'
     restore = ep.restore_report({'guests': [{'name': 'vm', 'changed': False, 'pending': []}], 'restarted': ['vm'],
                                  'gone': [], 'fixups': ['vm.scope'], 'snapshot': {'path': '/s'}})
