@@ -1,4 +1,5 @@
 """The applied shared execution pool, read from /proc and /sys/fs/cgroup (not from the role or libvirt)."""
+import json
 import re
 import xml.etree.ElementTree as ET
 
@@ -8,10 +9,15 @@ GUEST_DOMAIN = "2-3,6-7"   # the lab: 2 sockets x 2 cores x 2 threads, one core 
 HOST_EMULATOR = "0-1,4-5"
 SCOPE_CPUS = "0-7"         # host_reserved plus guest_domain
 TIERS = {
-    "kvm-worker-01": ("/machine/gold", 512),
+    "kvm-worker-01": ("/machine/gold", 512),      # from the lab inventory (group_vars)
     "kvm-worker-02": ("/machine/silver", 333),
     "kvm-worker-03": ("/machine/bronze", 167),
+    "kvm-extra-01": ("/machine/bronze", 167),     # outside the inventory: the default tier
+    "kvm-extra-02": ("/machine/silver", 333),     # outside the inventory: the tier of its own metadata
 }
+METADATA = {"kvm-worker-01": "gold", "kvm-worker-02": "silver", "kvm-worker-03": "bronze",
+            "kvm-extra-01": None, "kvm-extra-02": "silver"}
+KVMLAB_NS = "https://kvmlab.invalid/host_resources/1"
 
 
 def qemu_pid(host, guest):
@@ -74,10 +80,18 @@ def test_tier_weight_live_on_the_scope(host, guest):
 
 
 @pytest.mark.parametrize("guest", sorted(TIERS))
-def test_scope_widened_to_reserved_plus_guest_pool(host, guest):
+def test_scope_reaches_reserve_and_guest_pool_without_a_runtime_restriction(host, guest):
+    # the stock scope is unrestricted and already reaches every CPU the pins use: apply leaves it so
     directory = scope_dir(host, guest)
-    assert host.file(f"{directory}/cpuset.cpus").content_string.strip() == SCOPE_CPUS
+    assert host.file(f"{directory}/cpuset.cpus").content_string.strip() == ""
     assert host.file(f"{directory}/cpuset.cpus.effective").content_string.strip() == SCOPE_CPUS
+
+
+@pytest.mark.parametrize("guest", sorted(TIERS))
+def test_tier_metadata_travels_with_the_guest(host, guest):
+    dom = ET.fromstring(host.check_output(f"virsh dumpxml --inactive {guest}"))
+    tier = dom.find(f"metadata/{{{KVMLAB_NS}}}guest/{{{KVMLAB_NS}}}tier")
+    assert (tier.text if tier is not None else None) == METADATA[guest]
 
 
 @pytest.mark.parametrize("guest", sorted(TIERS))
@@ -115,4 +129,6 @@ def test_snapshot_kept_root_only(host):
     assert directory.is_directory and directory.mode == 0o700 and directory.user == "root"
     snapshot = host.file("/var/lib/kvmlab/snapshots/shared-execution-pool.json")
     assert snapshot.is_file and snapshot.mode == 0o600 and snapshot.user == "root"
-    assert '"kind": "apply"' in snapshot.content_string
+    data = json.loads(snapshot.content_string)
+    assert (data["schema"], data["version"], data["layer"]) == ("kvmlab.host_resources/snapshot", 2,
+                                                                "shared_execution_pool")
