@@ -12,8 +12,8 @@ through the module object it is given (``run_command``, ``get_bin_path``,
 from __future__ import annotations
 
 import os
-import tempfile
 
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _snapshot
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory import (
     KSM_KNOBS,
     KSM_STATS,
@@ -96,19 +96,13 @@ class Host(object):
         """The text of each path (None when absent)."""
         return dict((path, self.read(path)) for path in paths)
 
-    def write_file(self, path, content, mode=0o644):
-        directory = os.path.dirname(path)
+    @staticmethod
+    def write_file(path, content, mode=0o644):
+        """Write a text file atomically (the collection's one atomic writer, in _snapshot)."""
         try:
-            if not os.path.isdir(directory):
-                os.makedirs(directory, 0o755)
-            fd, tmp = tempfile.mkstemp(prefix='.kvmlab-', dir=directory)
-            with os.fdopen(fd, 'w') as handle:
-                handle.write(content)
-            os.chmod(tmp, mode)
-        except (IOError, OSError) as exc:
-            raise Failure('cannot write %s: %s' % (path, exc))
-        self.module.atomic_move(tmp, path)
-        os.chmod(path, mode)
+            _snapshot.write_atomic(path, content.encode('utf-8') if not isinstance(content, bytes) else content, mode)
+        except _snapshot.SnapshotError as exc:
+            raise Failure(str(exc))
 
     @staticmethod
     def remove_file(path):

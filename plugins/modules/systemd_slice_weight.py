@@ -485,7 +485,6 @@ msg:
 
 import errno
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
@@ -660,21 +659,11 @@ class SliceWeight(object):
     # -- doing -----------------------------------------------------------
 
     def write_file(self, path, content):
-        directory = os.path.dirname(path)
+        """Write a unit file or drop-in atomically, mode 0644 (through _snapshot's one atomic writer)."""
         try:
-            if not os.path.isdir(directory):
-                os.makedirs(directory, 0o755)
-            fd, tmp = tempfile.mkstemp(prefix='.kvmlab-', dir=directory)
-            with os.fdopen(fd, 'w') as handle:
-                handle.write(content)
-            os.chmod(tmp, 0o644)
-        except (IOError, OSError) as exc:
-            self.fail('cannot write %s: %s' % (path, to_native(exc)))
-        self.module.atomic_move(tmp, path)
-        try:
-            os.chmod(path, 0o644)
-        except OSError as exc:
-            self.fail('cannot set mode 0644 on %s: %s' % (path, to_native(exc)))
+            snap.write_atomic(path, content.encode('utf-8'), 0o644)
+        except snap.SnapshotError as exc:
+            self.fail(to_native(exc))
 
     def remove_file(self, path):
         try:
