@@ -716,22 +716,23 @@ class Runner(object):
                        'scope_weights': live_weights})
         tier_of = dict((e['name'], e['tier']) for e in plan)
 
-        def usage_of():
-            per_guest = {}
-            for name, info in running.items():
-                per_guest[name] = self.cgroups.usage_usec(info['cgroup'])
-                if per_guest[name] is None:
-                    raise ContentionError('cannot read the CPU time of guest %s in its cgroup %s'
-                                          % (name, info['cgroup']))
-            tiers_usage = dict((n, sum(u for g, u in per_guest.items() if tier_of[g] == n)) for n in weights)
-            return {'tiers': tiers_usage, 'guests': per_guest}
-
         def still_there():
             for name, info in sorted(running.items()):
                 found = self.qemu_process(info['pid'])
                 if found is None or found['name'] != name or found['cgroup'] != info['cgroup']:
                     raise ContentionError('guest %s (pid %d) ended or left its cgroup %s during the window'
                                           % (name, info['pid'], info['cgroup']))
+
+        def usage_of():
+            per_guest = {}
+            for name, info in running.items():
+                per_guest[name] = self.cgroups.usage_usec(info['cgroup'])
+                if per_guest[name] is None:
+                    still_there()   # says which guest ended, when one did
+                    raise ContentionError('cannot read the CPU time of guest %s in its cgroup %s'
+                                          % (name, info['cgroup']))
+            tiers_usage = dict((n, sum(u for g, u in per_guest.items() if tier_of[g] == n)) for n in weights)
+            return {'tiers': tiers_usage, 'guests': per_guest}
 
         results, guests = [], []
         for scenario in scenarios:
