@@ -372,7 +372,7 @@ def _misfit(pool, check, member):
     return {'pool': pool, 'cpu': check['name'], 'member': member, 'result': check.get('result'),
             'message': message,
             'text': '%s on %s (%s%s)' % (check['name'], member, check.get('result'),
-                                        ': ' + message if message else '')}
+                                         ': ' + message if message else '')}
 
 
 def converge_report(plan_, membership, baselines, guests, fits, restored=None, check_mode=False):
@@ -566,7 +566,7 @@ def _stat_pool_lines(entry):
         line = '  current members give: %s (%s features)' % (cur['model'], cur['features'])
         if entry.get('recalc_needed'):
             line += '; recalc would gain %s and lose %s' % (_listing(entry.get('recalc_would_gain')),
-                                                             _listing(entry.get('recalc_would_lose')))
+                                                            _listing(entry.get('recalc_would_lose')))
         elif rec:
             line += '; the recorded model is up to date'
         lines.append(line)

@@ -486,8 +486,8 @@ def slice_items(slices, tiers):
         weight = 'default' if weight in ('', '[not set]') else weight
         items.append({'name': name, 'class': 'info', 'guest': None, 'tier': key, 'tier_source': None,
                       'intended': 'defined by the host foundation, CPUWeight %s' % settings.get('cpu_weight', '?'),
-                      'live': ('defined, CPUWeight %s' % weight) if defined
-                              else 'no unit file (guests of this tier would get the default weight)',
+                      'live': (('defined, CPUWeight %s' % weight) if defined
+                               else 'no unit file (guests of this tier would get the default weight)'),
                       'state': 'info'})
     return items
 
@@ -841,7 +841,7 @@ def apply_report(result, placement, kind):
             entry['partition'])
         if kind == 'placement':
             line += ', vCPUs %s, emulator/IOThreads %s (%s)' % (entry['vcpu_cpuset'], entry['emulator_cpuset'],
-                                                              entry['emulator_policy'])
+                                                                entry['emulator_policy'])
         line += ', %s' % ('changed' if guest['changed'] else 'unchanged')
         if guest['pending']:
             line += '; pending until its next start: %s' % ', '.join(guest['pending'])

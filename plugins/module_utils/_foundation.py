@@ -401,7 +401,7 @@ def kernel_args_item(managed, cmdline, host_reserved, host_housekeeping, dropin_
     found = dict((token.split('=', 1)[0], token.split('=', 1)[1])
                  for token in have if '=' in token)
     live = 'systemd.cpu_affinity=%s irqaffinity=%s' % (found.get('systemd.cpu_affinity') or '(none)',
-                                                      found.get('irqaffinity') or '(none)')
+                                                       found.get('irqaffinity') or '(none)')
     if dropin_present and not all(arg in have for arg in want):
         live += ' (GRUB drop-in written: reboot pending)'
     if not managed:

@@ -32,6 +32,7 @@ the live scope: pin to the domain's default CPUs), ``cpu_shares`` 0 (remove
 
 from __future__ import annotations
 
+import functools
 import re
 import xml.etree.ElementTree as ET
 
@@ -626,11 +627,11 @@ def write_steps(conn, dom, changes, host_count):
         for flags, cpus in groups:
             cpumap = to_cpumap(cpus, host_count)
             if kind == 'vcpu':
-                call = (lambda ident=ident, cpumap=cpumap, flags=flags: dom.pinVcpuFlags(ident, cpumap, flags))
+                call = functools.partial(dom.pinVcpuFlags, ident, cpumap, flags)
             elif kind == 'iothread':
-                call = (lambda ident=ident, cpumap=cpumap, flags=flags: dom.pinIOThread(ident, cpumap, flags))
+                call = functools.partial(dom.pinIOThread, ident, cpumap, flags)
             else:
-                call = (lambda cpumap=cpumap, flags=flags: dom.pinEmulator(cpumap, flags))
+                call = functools.partial(dom.pinEmulator, cpumap, flags)
             steps.append(('%s (%s) to "%s"' % (_item_name(kind, ident), _flags_text(flags), format_cpulist(cpus)),
                           call))
     if (xml_edit['vcpu'] or xml_edit['iothread'] or xml_edit['emulator'] or xml_edit['shares']
@@ -642,11 +643,11 @@ def write_steps(conn, dom, changes, host_count):
         if xml_edit['partition'] is not None:
             edits.append('partition "%s"' % xml_edit['partition'] if xml_edit['partition'] else 'remove partition')
 
-        def define(edit=xml_edit):
+        def define():
             xml = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
-            conn.defineXML(edit_domain_xml(xml, remove_vcpupins=edit['vcpu'], remove_emulatorpin=edit['emulator'],
-                                           remove_iothreadpins=edit['iothread'], remove_shares=edit['shares'],
-                                           partition=edit['partition']))
+            conn.defineXML(edit_domain_xml(xml, remove_vcpupins=xml_edit['vcpu'], remove_emulatorpin=xml_edit['emulator'],
+                                           remove_iothreadpins=xml_edit['iothread'], remove_shares=xml_edit['shares'],
+                                           partition=xml_edit['partition']))
         steps.append(('persistent XML (config: %s)' % ', '.join(edits), define))
     return steps
 

@@ -15,13 +15,7 @@ from __future__ import annotations
 
 import re
 
-# parse_size and SizeError are also imported from here by _pools (until it imports _memory_sizes).
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory_sizes import (  # noqa: F401
-    MIB,
-    SizeError,
-    parse_size,
-    zram_target,
-)
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory_sizes import SizeError, zram_target
 
 PAGE_SIZE = 4096
 
@@ -42,13 +36,14 @@ SYSCTL_RECORDED = ('vm.swappiness', 'vm.page-cluster')
 _SYSCTL_RE = re.compile(r'^vm\.[a-z0-9_-]+$')
 DEVICE_RE = re.compile(r'^zram\d+$')
 
+
 class OversubError(ValueError):
     """Wanted settings or host data that cannot be used; the message says why."""
 
 
-
 # ---------------------------------------------------------------------------
 # Wanted settings
+
 
 def normalize_wanted(zram=None, thp=None, ksm=None, sysctl=None, mem_total=None):
     """Validated wanted settings, with the zram size resolved against ``mem_total``.
@@ -234,9 +229,9 @@ def ksm_writes(wanted_ksm, live_ksm):
     return writes, held
 
 
-
 # ---------------------------------------------------------------------------
 # Verdict and report
+
 
 def verdict(items, files_present, snapshot_present=False):
     """``(verdict, drifted item names)``: applied, stock or drifted."""

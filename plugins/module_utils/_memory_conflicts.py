@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory import MIB, swap_of
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory_sizes import human_size
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory import swap_of
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory_sizes import MIB, human_size
 
 # ---------------------------------------------------------------------------
 # Safety
+
 
 def swapoff_fits(used_bytes, meminfo, margin=None):
     """``None`` when ``used_bytes`` swapped out to a device fit back into memory, else why not.

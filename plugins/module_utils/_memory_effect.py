@@ -11,6 +11,7 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory_size
 # ---------------------------------------------------------------------------
 # Effect figures
 
+
 def ksm_effect(ksm_live, page_size=PAGE_SIZE):
     """KSM pages shared/sharing and the memory saved (pages_sharing pages)."""
     ksm_live = ksm_live or {}
@@ -71,7 +72,6 @@ def effect(live, device='zram0', page_size=PAGE_SIZE):
                  if devices[name].get('disksize')],
         'swap': swap_effect(live.get('swaps')),
     }
-
 
 
 def _show(name, value):

@@ -7,7 +7,8 @@ Pure functions; paths are relative to the files root."""
 
 from __future__ import annotations
 
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory import KSM_KNOBS, MIB, THP_KNOBS
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory import KSM_KNOBS, THP_KNOBS
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory_sizes import MIB
 
 GENERATOR_DROPIN = 'etc/systemd/zram-generator.conf.d/90-kvmlab-memory.conf'
 UNIT_NAME = 'kvmlab-zram-swap.service'

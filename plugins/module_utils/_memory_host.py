@@ -37,6 +37,7 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory_kern
     zram_generator_devices,
 )
 
+
 class Failure(Exception):
     """Ends the module with fail_json; carries extra result keys."""
 

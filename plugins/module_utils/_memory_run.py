@@ -486,4 +486,3 @@ def run(module):
         exc.extra.setdefault('commands', runner.host.commands)
         raise
     return result, runner.diff
-

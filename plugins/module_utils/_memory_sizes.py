@@ -64,7 +64,6 @@ def format_size(num_bytes):
     return '%dB' % num_bytes
 
 
-
 def parse_zram_size(value, what='zram.size'):
     """``('share', percent)`` for ``"50%"``, ``('bytes', n)`` for ``"16G"`` or a number of bytes."""
     if isinstance(value, str):
@@ -100,7 +99,7 @@ def zram_target(size, mem_total, max_ram_share=None, what='zram.size'):
     if max_ram_share is not None:
         if max_ram_share <= 0 or max_ram_share > 400:
             raise SizeError('zram.max_ram_share: %s must be above 0 and at most 400 (percent)'
-                               % max_ram_share)
+                            % max_ram_share)
         cap_raw = int(mem_total * max_ram_share / 100.0)
         cap = _round_down(cap_raw, SHARE_GRANULE) or _round_down(cap_raw, MIB)
         if wanted > cap:
@@ -111,7 +110,7 @@ def zram_target(size, mem_total, max_ram_share=None, what='zram.size'):
             wanted = cap
     if wanted < MIB:
         raise SizeError('%s: %s gives a zram device below 1MiB on a host with %s RAM'
-                           % (what, size, format_size(mem_total)))
+                        % (what, size, format_size(mem_total)))
     return {
         'bytes': wanted,
         'mib': wanted // MIB,

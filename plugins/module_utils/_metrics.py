@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -439,7 +440,7 @@ def format_value(value):
     if isinstance(value, int):
         return str(value)
     value = float(value)
-    if value != value:
+    if math.isnan(value):
         return 'NaN'
     if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
@@ -1035,4 +1036,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

@@ -18,7 +18,7 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist imp
     format_cpulist,
     parse_cpulist,
 )
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory import (
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._memory_sizes import (
     SizeError,
     parse_size,
 )

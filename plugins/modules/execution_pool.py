@@ -476,7 +476,7 @@ class Pool(object):
     def pool_keys(self):
         pools = self.params['pools']
         return dict((key, pools[key]) for key in ('host_reserved', 'host_housekeeping', 'host_emulator',
-                                                   'guest_domain') if key in pools)
+                                                  'guest_domain') if key in pools)
 
     # -- query -----------------------------------------------------------------
     def query(self):

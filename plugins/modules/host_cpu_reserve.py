@@ -508,7 +508,7 @@ class CpuReserve(object):
     def wanted_files(self, reserved, housekeeping, guest, current):
         header = self.p['header']
         wanted = {self.p['manager_dropin']: fd.manager_dropin_text(reserved, self.p['default_cpu_accounting'],
-                                                                    header)}
+                                                                   header)}
         if self.p['boot_unit']:
             unit, wants = self.boot_paths()
             wanted[unit] = fd.boot_unit_text(reserved, self.taskset(), self.tier_names(), header)

@@ -124,13 +124,34 @@ found:
       type: dict
       sample: {pid1: systemd, run_systemd_system: true, ok: true}
     cgroup:
-      description:
-        - C(mount) the file system type at /sys/fs/cgroup (null when the mount table cannot be read),
-          C(unified), C(available) (cgroup.controllers), C(enabled) (cgroup.subtree_control),
-          C(missing) (of O(cgroup_controllers)). Absent with O(cgroup2=false).
+      description: The cgroup hierarchy at C(/sys/fs/cgroup). Absent with O(cgroup2=false).
       type: dict
       sample: {mount: cgroup2, unified: true, available: [cpuset, cpu, io, memory, pids],
                enabled: [cpu, memory, pids], missing: []}
+      contains:
+        mount:
+          description: The file system type mounted at C(/sys/fs/cgroup); null when the mount table cannot be read.
+          type: str
+          sample: cgroup2
+        unified:
+          description: Whether C(/sys/fs/cgroup) is the cgroup v2 unified hierarchy.
+          type: bool
+          sample: true
+        available:
+          description: The controllers listed in the root cgroup's C(cgroup.controllers).
+          type: list
+          elements: str
+          sample: [cpuset, cpu, io, memory, pids]
+        enabled:
+          description: The controllers listed in the root cgroup's C(cgroup.subtree_control) (informative, not required).
+          type: list
+          elements: str
+          sample: [cpu, memory, pids]
+        missing:
+          description: The controllers of O(cgroup_controllers) that are not available.
+          type: list
+          elements: str
+          sample: []
     root:
       description: C(euid) and C(ok). Absent with O(root_user=false).
       type: dict

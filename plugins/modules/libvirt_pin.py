@@ -577,7 +577,7 @@ def _rolled_back(libvirt_mod, conn, doms, current, touched, online, host_count, 
                              or 'nothing to undo') for r in reports if r['restored']]
     unrestored = ['%s (%s%s)' % (r['name'], r['error'] or 'still differs',
                                  '; still differs: %s' % ', '.join('%s %s' % (c['scope'], c['item'])
-                                                                    for c in r['left'])
+                                                                   for c in r['left'])
                                  if r['left'] else '')
                   for r in reports if not r['restored']]
     msg = '%s%s. Restored to the state read before this run: %s.' % (

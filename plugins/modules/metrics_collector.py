@@ -33,6 +33,8 @@ description:
     O(state=absent) stops and disables the timer, restores that snapshot (files that
     did not exist are removed, directories that did not exist are removed when empty)
     and removes the snapshot; without a snapshot it removes the files it manages.
+  - The role C(kvmlab.host_resources.shared_execution_pool_metrics) installs, reports
+    and uninstalls the collector with the collection's policy.
 author:
   - kvmlab.host_resources contributors (@kvmlab)
 extends_documentation_fragment:
@@ -136,9 +138,6 @@ options:
     description: Root-only snapshot of the state before the first install; O(state=absent) restores and removes it.
     type: path
     default: /var/lib/kvmlab/snapshots/metrics.json
-seealso:
-  - role: kvmlab.host_resources.shared_execution_pool_metrics
-    description: Installs, reports and uninstalls the collector with the collection's policy.
 '''
 
 EXAMPLES = r'''
@@ -386,7 +385,7 @@ class Installer(object):
         else:
             self.result['snapshot']['action'] = 'created'
             record_dirs = list(new_dirs) + [d for d in _metrics.missing_dirs(os.path.dirname(snapshot_path),
-                                                                              os.path.isdir) if d not in new_dirs]
+                                                                             os.path.isdir) if d not in new_dirs]
             try:
                 snapshot = snap.capture('metrics', files=[f[0] for f in files] + [self.paths['output'],
                                                                                   self.paths['state']],

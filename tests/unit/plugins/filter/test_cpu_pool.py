@@ -34,7 +34,7 @@ def test_the_filters_are_registered():
 
 def test_a_join_through_the_filters():
     slurped = {'hv1': _slurp({'pool': 'alpha', 'members': ['hv1'], 'model': dict(MODEL, name='Old', digest='d0',
-                                                                              features=['sse'])}),
+                                                                                 features=['sse'])}),
                'hv2': {'failed': True, 'msg': 'file not found'}}
     membership = FILTERS['cpu_pool_membership'](GROUPS, 'cpu_pool_', ['hv1', 'hv2'], slurped=slurped)
     assert membership['states'] == {'hv1': 'member', 'hv2': 'joining'}
@@ -48,7 +48,7 @@ def test_a_join_through_the_filters():
     checks = FILTERS['cpu_pool_checks'](model['xml'], plan['pools']['alpha'], guests)
     assert [check['name'] for check in checks] == ['pool model', 'hv1/web']
     record = FILTERS['cpu_pool_record'](model, 'alpha', ['hv2', 'hv1'], 'hv2', {'model': 'Skylake', 'vendor': 'Intel',
-                                                                              'features': ['avx']})
+                                                                                'features': ['avx']})
     assert record['members'] == ['hv1', 'hv2'] and record['gives_up'] == ['avx512f', 'invtsc']
     fits = {'hv1': {'comparisons': [{'name': 'pool model', 'compatible': True}]},
             'hv2': {'comparisons': [{'name': 'hv1/web', 'compatible': False, 'result': 'incompatible',

@@ -571,7 +571,7 @@ STAT = {
                'current_model': None, 'error': 'mixes CPU vendors', 'members_detail': [],
                'guests_carrying_model': [], 'guests_without_model': [], 'pending': []},
               {'pool': 'gamma', 'members': ['hv6'], 'not_in_play': [], 'recorded_model': {'model': 'M', 'vendor': 'AMD', 'features': 1,
-                                                                       'digest': 'd4'},
+                                                                                          'digest': 'd4'},
                'records_agree': True, 'current_model': {'model': 'M', 'features': 1}, 'recalc_needed': False,
                'members_detail': [], 'guests_carrying_model': [], 'guests_without_model': [], 'pending': []}],
     'notes': ['hv5 is recorded in pool alpha but in no pool group: run leave'],

@@ -205,7 +205,7 @@ def view(entry, running=True, vcpu='2-7', emulator='1', iothread=None, weight='5
             'libvirt': {'live': {'cpu_shares': shares, 'partition': live_partition} if running else None,
                         'config': cfg or config('2-7', '1', None, 512, '/machine/gold')},
             'scope': {'unit': 'machine-qemu\\x2d1\\x2dvm.scope', 'properties': {'CPUWeight': weight,
-                                                                             'AllowedCPUs': allowed},
+                                                                                'AllowedCPUs': allowed},
                       'cgroup': {'cpu_weight': cgroup_weight, 'cpuset_cpus_effective': effective}} if running else None,
             'metadata': {'tier': meta_tier}}
 

@@ -43,7 +43,7 @@ def test_is_controller(comm, argv, expected):
 
 def table(*procs):
     byid = dict((proc['pid'], proc) for proc in procs)
-    return lambda pid: byid.get(pid)
+    return byid.get
 
 
 def proc(pid, ppid, comm, cmdline, starttime=None):

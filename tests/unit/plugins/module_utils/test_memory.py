@@ -274,8 +274,8 @@ def test_effect_figures():
     assert figures['ksm']['saved_bytes'] == 90 * 4096
     assert figures['ksm']['saved'] == '360KiB'
     assert figures['zram'] == [{'device': 'zram0', 'orig_data_bytes': 4 * MIB, 'compr_data_bytes': MIB,
-                            'mem_used_bytes': 2 * MIB, 'same_pages': 0, 'ratio': 4.0,
-                            'orig_data': '4MiB', 'compr_data': '1MiB', 'mem_used': '2MiB'}]
+                                'mem_used_bytes': 2 * MIB, 'same_pages': 0, 'ratio': 4.0,
+                                'orig_data': '4MiB', 'compr_data': '1MiB', 'mem_used': '2MiB'}]
     assert figures['swap']['used_bytes'] == 4 * MIB
     assert eff.zram_effect('zram1', {})['ratio'] is None
 
@@ -315,7 +315,7 @@ def test_zram_generator_devices_and_debian_default():
 
 def test_tuned_findings():
     found = kern.tuned_findings('[main]\ninclude=throughput-performance\n[vm]\ntransparent_hugepages=never\n'
-                             '[sysfs]\n/sys/kernel/mm/ksm/run=0\n')
+                                '[sysfs]\n/sys/kernel/mm/ksm/run=0\n')
     assert found == {'includes': ['throughput-performance'], 'thp': 'never', 'ksm_off': True}
     found = kern.tuned_findings('[bootloader]\ncmdline=transparent_hugepage=never\n[service]\nservice.ksm=stop,disable\n')
     assert found['thp'] == 'never' and found['ksm_off'] is True
@@ -345,7 +345,7 @@ def test_restore_items_with_zram_in_snapshot():
 def test_format_report():
     items = m.compare(m.flat_wanted(policy()), m.flat_live(applied_live()))
     lines = eff.format_report('lab', 'applied', [], items, eff.effect(applied_live()),
-                            messages=['zram sized down'])
+                              messages=['zram sized down'])
     assert lines[0] == 'lab: memory oversubscription applied'
     assert any(l.split()[:3] == ['zram.size', '1472MiB', '1472MiB'] for l in lines)
     assert any('KSM: run 1, 10 pages shared, 90 sharing, 360KiB saved' in l for l in lines)

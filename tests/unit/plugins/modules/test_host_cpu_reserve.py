@@ -155,9 +155,12 @@ def host(tmp_path, monkeypatch):
         from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import format_cpulist
         fake.set_pid1(format_cpulist(cpus))
 
+    def run_command(module, args, **kwargs):
+        return fake.run_command(module, args, **kwargs)
+
     monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
     monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda module, args, **kw: fake.run_command(module, args, **kw))
+    monkeypatch.setattr(basic.AnsibleModule, 'run_command', run_command)
     monkeypatch.setattr(basic.AnsibleModule, 'get_bin_path', get_bin_path)
     monkeypatch.setattr(mod, 'PROC_ROOT', fake.proc)
     monkeypatch.setattr(mod, 'ONLINE_CPUS_PATH', fake.online_path)

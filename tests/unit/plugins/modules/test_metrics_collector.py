@@ -47,7 +47,11 @@ def tree(tmp_path, monkeypatch):
     (root / 'etc/systemd/system').mkdir(parents=True)
     (root / 'var/lib').mkdir(parents=True)
     fake = FakeSystemd(str(root / 'etc/systemd/system'))
-    monkeypatch.setattr(AnsibleModule, 'run_command', lambda module, args, **kw: fake.run_command(module, args, **kw))
+
+    def run_command(module, args, **kwargs):
+        return fake.run_command(module, args, **kwargs)
+
+    monkeypatch.setattr(AnsibleModule, 'run_command', run_command)
     monkeypatch.setattr(AnsibleModule, 'get_bin_path', lambda module, name, *a, **kw: '/bin/' + name)
     args = {
         'tiers': TIERS, 'pools': POOLS, 'guests': [{'name': 'kvm-worker-03', 'tier': 'bronze', 'vcpus': 2}],
