@@ -147,8 +147,8 @@ def domain_xml(entry, kernel, phase, run_id, memory_mib=16, domain_type='qemu', 
         '  <name>%s</name>' % escape(entry['name']),
     ] + (['  <uuid>%s</uuid>' % escape(uuid)] if uuid else []) + [
         '  <metadata>',
-        '    <kvmlab:%s xmlns:kvmlab=%s run=%s tier=%s/>' % (METADATA_ELEMENT, quoteattr(METADATA_NS),
-                                                         quoteattr(run_id), quoteattr(entry['tier'])),
+        '    <kvmlab:%s xmlns:kvmlab=%s run=%s tier=%s/>' % (
+            METADATA_ELEMENT, quoteattr(METADATA_NS), quoteattr(run_id), quoteattr(entry['tier'])),
         '  </metadata>',
         "  <memory unit='MiB'>%d</memory>" % memory_mib,
         "  <vcpu placement='static'>%d</vcpu>" % entry['vcpus'],

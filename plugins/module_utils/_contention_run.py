@@ -615,8 +615,8 @@ class Runner(object):
         for name in loaded:
             live = self.cgroups.weight(tier_info[name]['cgroup'])
             tier_info[name]['live_weight'] = live
-            want = weights[name] if self.cgroups.version == 2 else tier_settings(self.params['tiers'],
-                                                                                  name)['cpu_shares']
+            want = (weights[name] if self.cgroups.version == 2
+                    else tier_settings(self.params['tiers'], name)['cpu_shares'])
             if self.params['require_policy'] and live is not None and live != want:
                 what = 'cpu.weight' if self.cgroups.version == 2 else 'cpu.shares'
                 raise ContentionError('%s has %s %s live, not %d' % (tier_info[name]['slice'], what, live, want))
@@ -787,8 +787,9 @@ class Runner(object):
             'phases': list(phases),
             'pool': {'guest_domain': format_cpulist(self.pool), 'host_reserved': format_cpulist(self.reserved),
                      'cpus': len(self.pool)},
-            'tiers': dict((n, dict((k, tier_info[n].get(k)) for k in ('slice', 'cpu_weight', 'unit_weight',
-                                                                       'live_weight'))) for n, _s, _w in tiers),
+            'tiers': dict((n, dict((k, tier_info[n].get(k))
+                                   for k in ('slice', 'cpu_weight', 'unit_weight', 'live_weight')))
+                          for n, _s, _w in tiers),
             'scenarios': results,
             'placement': dict((kind, merge_placement(items)) for kind, items in placement.items()),
             'guests': guests,

@@ -63,7 +63,6 @@ def _md_cell(text):
     return str(text).replace('|', '\\|').replace('\n', ' ')
 
 
-
 def _phases(report):
     """The phases in the order the scenarios ran them (``[None]`` for a report without phases)."""
     order = []
@@ -234,6 +233,7 @@ def render_markdown(report, command=None, title=None):
     lines.append('Left running after the run: %s.' % ('nothing' if not left else ', '.join(left)))
     lines.append('')
     return '\n'.join(lines)
+
 
 def _esc(text):
     return _xml_escape(str(text), {'"': '&quot;'})
