@@ -144,16 +144,24 @@ def _names(st):
     return owner, group
 
 
-def read_file_record(path):
-    """The record of ``path`` as it is now (``{"exists": false}`` when absent)."""
+def _stat_of(path, is_kind, kind):
+    """``os.stat`` of ``path``, None when it is absent; SnapshotError when it is not a ``kind``."""
     try:
         st = os.stat(path)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return {'exists': False}
+            return None
         raise SnapshotError('%s: cannot stat: %s' % (path, exc.strerror or exc))
-    if not _stat.S_ISREG(st.st_mode):
-        raise SnapshotError('%s: not a regular file' % path)
+    if not is_kind(st.st_mode):
+        raise SnapshotError('%s: not a %s' % (path, kind))
+    return st
+
+
+def read_file_record(path):
+    """The record of ``path`` as it is now (``{"exists": false}`` when absent)."""
+    st = _stat_of(path, _stat.S_ISREG, 'regular file')
+    if st is None:
+        return {'exists': False}
     try:
         with open(path, 'rb') as handle:
             content = handle.read()
@@ -165,14 +173,9 @@ def read_file_record(path):
 
 def read_dir_record(path):
     """The record of directory ``path`` as it is now (``{"exists": false}`` when absent)."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return {'exists': False}
-        raise SnapshotError('%s: cannot stat: %s' % (path, exc.strerror or exc))
-    if not _stat.S_ISDIR(st.st_mode):
-        raise SnapshotError('%s: not a directory' % path)
+    st = _stat_of(path, _stat.S_ISDIR, 'directory')
+    if st is None:
+        return {'exists': False}
     owner, group = _names(st)
     return dir_record(st, owner, group)
 
