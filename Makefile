@@ -58,7 +58,9 @@ $(TEST_TREE): FORCE
 	@rm -rf $(TEST_TREE) && mkdir -p $(TEST_TREE)
 	@# the collection as it ships (galaxy.yml build_ignore) plus its unit and sanity tests;
 	@# harness code (tools, molecule, CI, benchmarks, pytest integration tiers) is tested by pytest
-	@git ls-files -co --exclude-standard | grep -vE '^(\.build|\.ci|tools|molecule|docs|tests/(bench|integration))/' \
+	@# (docs/grafana stays: the dashboard ships and its unit test reads it)
+	@(git ls-files -co --exclude-standard | grep -vE '^(\.build|\.ci|tools|molecule|docs|tests/(bench|integration))/'; \
+		git ls-files -co --exclude-standard docs/grafana) \
 		| rsync -a --files-from=- ./ $(TEST_TREE)/
 	@# its own git index, so that ansible-test does not take this repository's ignores for it
 	@cd $(TEST_TREE) && git init -q && git add -A

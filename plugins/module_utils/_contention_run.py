@@ -872,12 +872,12 @@ def execute(module, lib=None, online=None):
     phases = phases_of(params)
     plan = []
     if params['load'] == 'guests' and not cleanup:
-        if lib is None:
-            return False, {'msg': 'load=guests needs libvirt-python (python3-libvirt) on the host'}
         if not os.path.exists(params['guest_kernel']):
             return False, {'msg': 'guest_kernel %s does not exist on the host (the lab installs '
                                   '/var/lib/kvmlab/spinall.elf); give a multiboot kernel that keeps every '
                                   'vCPU busy' % params['guest_kernel']}
+        if lib is None:
+            return False, {'msg': 'load=guests needs libvirt-python (python3-libvirt) on the host'}
         try:
             counts = cg.guest_counts([n for n, _s, _w in tiers], params['guests_per_tier'])
             pools = {'guest_domain': format_cpulist(pool), 'host_emulator': format_cpulist(emulator_cpus),

@@ -684,14 +684,15 @@ def restore_changes(name, original, fresh, online):
     return changes
 
 
-def restore_domain(conn, dom, name, original, online, host_count):
+def restore_domain(conn, dom, name, original, online, host_count, lib=None):
     """Put one domain back to ``original`` after a refused apply (libvirt calls).
 
     Reads the domain afresh and writes what differs; a refused write does not
     stop the others. Reads again to verify. Returns ``{'name', 'restored',
     'undone', 'left', 'error'}``: ``undone`` the changes written back,
     ``left`` the items that still differ (None when the domain could not be
-    read), ``error`` None or the text of what went wrong.
+    read), ``error`` None or the text of what went wrong. ``lib`` is the
+    libvirt module whose VIR_ERR_* names the errors are described with.
     """
     report = {'name': name, 'restored': False, 'undone': [], 'left': None, 'error': None}
     errors = []
@@ -702,13 +703,13 @@ def restore_domain(conn, dom, name, original, online, host_count):
             try:
                 call()
             except Exception as exc:  # pylint: disable=broad-except
-                errors.append('restoring %s: %s' % (description, _conn.describe(exc)))
+                errors.append('restoring %s: %s' % (description, _conn.describe(exc, lib)))
     except Exception as exc:  # pylint: disable=broad-except
-        errors.append('cannot read its state: %s' % _conn.describe(exc))
+        errors.append('cannot read its state: %s' % _conn.describe(exc, lib))
     try:
         report['left'] = format_changes(restore_changes(name, original, read_domain(dom), online))
     except Exception as exc:  # pylint: disable=broad-except
-        errors.append('cannot read its state to verify: %s' % _conn.describe(exc))
+        errors.append('cannot read its state to verify: %s' % _conn.describe(exc, lib))
     report['error'] = '; '.join(errors) or None
     report['restored'] = not errors and report['left'] == []
     return report

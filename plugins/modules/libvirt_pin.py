@@ -569,7 +569,7 @@ def _run_connected(module, libvirt_mod, conn, entries, requests, defaults, query
 
 def _rolled_back(libvirt_mod, conn, doms, current, touched, online, host_count, failure, failed, done):
     """Restore every domain this run wrote to (newest first) and build the failure to raise."""
-    reports = [lv.restore_domain(conn, doms[name], name, current[name], online, host_count)
+    reports = [lv.restore_domain(conn, doms[name], name, current[name], online, host_count, libvirt_mod)
                for name in reversed(touched)]
     partial = ('; its own changes made before the refusal: %s' % ', '.join(done)) if done else (
         '; it had no change made before the refusal' if done is not None else '')

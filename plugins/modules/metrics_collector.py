@@ -272,6 +272,9 @@ def collector_source():
     if not source:
         with open(_metrics.__file__) as handle:
             source = handle.read()
+    # the collection loader (ansible-test, controller-side imports) hands the source back as bytes
+    if isinstance(source, bytes):
+        source = source.decode('utf-8')
     return source
 
 

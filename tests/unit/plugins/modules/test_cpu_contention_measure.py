@@ -459,6 +459,15 @@ def test_guests_need_the_kernel(host):
     assert result['failed'] is True and 'no-such-kernel.elf does not exist' in result['msg']
 
 
+def test_guests_need_libvirt_python(host, tmp_path, monkeypatch):
+    kernel = tmp_path / 'spinall.elf'
+    kernel.write_text('x')
+    monkeypatch.setattr(mod._libvirt_conn, 'libvirt', None)
+    result = run(host, load='guests', guest_kernel=str(kernel))
+    assert result['failed'] is True
+    assert result['msg'] == 'load=guests needs libvirt-python (python3-libvirt) on the host'
+
+
 def test_burners_need_systemd(host):
     result = run(host, load='burners', systemd=False)
     assert result['failed'] is True and 'needs systemd' in result['msg']
