@@ -809,6 +809,181 @@ def weight_budget(tiers, guests):
     return {'nodes': result, 'tiers': per_tier}
 
 
+#: The runtime drop-in that carries a tier slice's budget share (``/run``: gone at the next boot, when every
+#: guest starts in its tier slice and the slice needs its configured weight only).
+BUDGET_UNIT_DIR = '/run/systemd/system'
+BUDGET_DROPIN = '50-kvmlab-weight-budget.conf'
+BUDGET_MARKER = '# X-Kvmlab-Managed: kvmlab.host_resources.execution_pool weight budget'
+BUDGET_NOTE = 'weight budget %d of %d while guests wait for their move'
+
+
+def parent_slice(slice_name):
+    """The slice holding ``slice_name`` in systemd's naming: machine-gold.slice -> machine.slice."""
+    stem = slice_name[:-len('.slice')] if slice_name.endswith('.slice') else slice_name
+    return (stem.rsplit('-', 1)[0] + '.slice') if '-' in stem else '-.slice'
+
+
+def budget_dropin_path(slice_name, unit_dir=BUDGET_UNIT_DIR):
+    """Where the budget drop-in of a tier slice lives."""
+    return '%s/%s.d/%s' % (unit_dir.rstrip('/'), slice_name, BUDGET_DROPIN)
+
+
+def budget_dropin_text(slice_name, tier, weight, tier_weight):
+    """The budget drop-in of a tier slice: our marker, what it is for, ``[Slice] CPUWeight``."""
+    return ('%s\n'
+            '# %s of tier %s: %s.\n'
+            '# Runtime only (/run): apply removes it once the tier\'s running guests are all in %s (or none\n'
+            '# runs), rollback removes it, and the next boot does not need it (guests start in their slice).\n'
+            '[Slice]\nCPUWeight=%d\n'
+            % (BUDGET_MARKER, slice_name, tier, BUDGET_NOTE % (weight, tier_weight), slice_name, weight))
+
+
+def parse_budget_dropin(text):
+    """The CPUWeight of a budget drop-in of ours, or None (no file, not ours, or no usable CPUWeight)."""
+    if text is None or BUDGET_MARKER not in text.splitlines():
+        return None
+    weight = None
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition('=')
+        if sep and key.strip() == 'CPUWeight':
+            value = value.strip()
+            weight = int(value) if value.isdigit() else None
+    return weight
+
+
+def budget_tiers(tiers):
+    """tier -> ``{'slice', 'cpu_weight'}`` from placement settings (``_libvirt.tier_settings`` of each)."""
+    return dict((key, {'slice': settings['slice'], 'cpu_weight': int(settings['cpu_weight'])})
+                for key, settings in tiers.items())
+
+
+def plan_budget(tiers, guests):
+    """What apply sets live so that each tier's nodes under machine.slice carry exactly its weight.
+
+    ``tiers``: :func:`budget_tiers`. ``guests``: the running guests whose
+    scope is known, each ``{'name', 'tier', 'scope', 'slice'}`` (``slice``:
+    the slice that holds the scope now). A guest counts in its tier's budget
+    when its scope sits in its tier slice (moved) or beside it, in the tier
+    slice's parent (machine.slice: waiting for its move); a scope anywhere
+    else (another tier's slice, say) is not a node under machine.slice and
+    keeps its tier weight.
+
+    Returns ``{'scopes': {unit: weight}`` (the waiting scopes' budget shares),
+    ``'slices': {slice: weight or None}`` (every tier slice: the share its
+    runtime drop-in carries, None when no drop-in is wanted because all the
+    tier's running guests are in it or none runs), ``'tiers'`` (as
+    :func:`weight_budget`, plus ``slice``) and ``'nodes'`` (unit -> share)``}``.
+    """
+    counted = []
+    for guest in guests:
+        settings = tiers.get(guest['tier'])
+        if settings is None:
+            raise PoolError('guest %s: tier "%s" is not one of the tiers' % (guest['name'], guest['tier']))
+        if not guest.get('scope'):
+            continue
+        where = guest.get('slice')
+        if where in (settings['slice'], parent_slice(settings['slice'])):
+            counted.append(guest)
+    budget = weight_budget(tiers, counted)
+    scopes, slices = {}, {}
+    for key in sorted(tiers):
+        info = budget['tiers'][key]
+        info['slice'] = tiers[key]['slice']
+        for node in info['nodes']:
+            if node != info['slice']:
+                scopes[node] = budget['nodes'][node]
+        partial = info['slice'] in info['nodes'] and len(info['nodes']) > 1
+        slices[info['slice']] = budget['nodes'][info['slice']] if partial else None
+    return {'scopes': scopes, 'slices': slices, 'tiers': budget['tiers'], 'nodes': budget['nodes']}
+
+
+def budget_dropin_plan(slice_name, tier, wanted, tier_weight, current_text, path):
+    """One tier slice's budget drop-in: ``{'slice', 'tier', 'path', 'action', 'before', 'after', 'content'}``.
+
+    ``wanted``: the share (:func:`plan_budget` ``slices``) or None (no
+    drop-in). ``action`` is ``write``, ``remove`` or None; ``before`` and
+    ``after`` are the drop-in's CPUWeight (None: no drop-in, the slice runs
+    with its configured weight). A file at ``path`` without our marker is not
+    ours: :class:`PoolError` names it.
+    """
+    if current_text is not None and BUDGET_MARKER not in current_text.splitlines():
+        raise PoolError('%s exists and was not written by execution_pool (no "%s" line); remove or rename it'
+                        % (path, BUDGET_MARKER))
+    before = parse_budget_dropin(current_text)
+    content = None if wanted is None else budget_dropin_text(slice_name, tier, wanted, tier_weight)
+    if content is None:
+        action = 'remove' if current_text is not None else None
+    else:
+        action = 'write' if current_text != content else None
+    return {'slice': slice_name, 'tier': tier, 'path': path, 'action': action, 'before': before,
+            'after': wanted, 'content': content}
+
+
+def budget_dropin_value(weight):
+    """A slice's budget drop-in as a diff shows it."""
+    if weight is None:
+        return 'no budget drop-in (the configured weight)'
+    return 'CPUWeight %d (runtime budget drop-in)' % weight
+
+
+def budget_lines(budget):
+    """Readable lines of the ``budget`` result: per tier with running guests its nodes and shares."""
+    if not budget:
+        return []
+    lines = []
+    for key in sorted(budget['tiers']):
+        info = budget['tiers'][key]
+        if not info['nodes']:
+            continue
+        order = sorted(info['nodes'], key=lambda unit: (unit != info['slice'], unit))
+        lines.append('weight budget %s %d: %s' % (key, info['weight'], ', '.join(
+            '%s %d' % (unit, info['nodes'][unit]) for unit in order)))
+    for item in budget['slices']:
+        if item.get('action'):
+            lines.append('%s: %s -> %s (%s)' % (item['slice'], budget_dropin_value(item['before']),
+                                                 budget_dropin_value(item['after']), item['path']))
+    return lines
+
+
+def budget_state(weight, total, unreadable):
+    """A tier's live total under machine.slice against its weight: ``applied`` only when they are equal."""
+    if unreadable or total != weight:
+        return 'drifted'
+    return 'applied'
+
+
+def budget_items(budget, live):
+    """One weight item per tier: the live total of its nodes under machine.slice against its weight.
+
+    ``budget``: :func:`plan_budget`. ``live``: unit -> the kernel's
+    cpu.weight of that node (None when unreadable). A tier without a running
+    guest has no node: info. Items carry the node list (``nodes``: unit ->
+    ``{'budget', 'live', 'guests'}``) and the ``total``.
+    """
+    items = []
+    for key in sorted(budget['tiers']):
+        info = budget['tiers'][key]
+        weight = info['weight']
+        nodes = dict((unit, {'budget': budget['nodes'][unit], 'live': live.get(unit), 'guests': held})
+                     for unit, held in sorted(info['nodes'].items()))
+        base = {'name': '%s weight budget' % key, 'class': 'weight', 'guest': None, 'tier': key,
+                'tier_source': None, 'intended': 'total CPUWeight %d under machine.slice' % weight,
+                'nodes': nodes, 'total': None}
+        if not nodes:
+            items.append(dict(base, live='no running guest (no node under machine.slice)', state='info'))
+            continue
+        unreadable = [unit for unit, node in nodes.items() if node['live'] is None]
+        total = sum(node['live'] for node in nodes.values() if node['live'] is not None)
+        order = sorted(nodes, key=lambda unit: (unit != info['slice'], unit))
+        text = ', '.join('%s %s%s (%d guest%s)' % (
+            unit, nodes[unit]['live'] if nodes[unit]['live'] is not None else 'unreadable',
+            '' if nodes[unit]['live'] == nodes[unit]['budget'] else ' [budget %d]' % nodes[unit]['budget'],
+            nodes[unit]['guests'], '' if nodes[unit]['guests'] == 1 else 's') for unit in order)
+        items.append(dict(base, live='total %d: %s' % (total, text), total=total,
+                          state=budget_state(weight, total, unreadable)))
+    return items
+
+
 # ---------------------------------------------------------------------------
 # Reports (readable lines for the role's debug task)
 
@@ -850,6 +1025,7 @@ def apply_report(result, placement, kind):
         lines.append('excluded (left alone): %s' % ', '.join(result['excluded']))
     if kind == 'placement':
         lines.append('live scopes: AllowedCPUs %s' % result.get('scope_allowed_cpus'))
+    lines += budget_lines(result.get('budget'))
     if result.get('missing_slices'):
         lines.append('WARNING: no unit file for %s: guests of those tiers start in them at their next start, but '
                      'with the default weight instead of the tier weight; apply the host foundation first '
@@ -877,6 +1053,9 @@ def restore_report(result):
         lines.append('no longer defined, nothing to restore: %s' % ', '.join(result['gone']))
     if result.get('fixups'):
         lines.append('cpuset.cpus set back to empty (inherit) as recorded: %s' % ', '.join(result['fixups']))
+    if result.get('budget_dropins'):
+        lines.append('weight budget drop-ins restored as recorded (tier slices back to their configured weight): %s'
+                     % ', '.join(result['budget_dropins']))
     for unit, reason in sorted((result.get('not_restored') or {}).items()):
         lines.append('not restored exactly: %s: %s' % (unit, reason))
     lines.append('snapshot %s restored and removed' % result['snapshot']['path'])

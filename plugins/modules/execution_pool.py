@@ -20,14 +20,27 @@ description:
     by the emulator thread policy, live (running guests) and in the persistent XML, which also gets the
     tier's C(<shares>), its resource partition and, for a tier taken from O(guests), the kvmlab tier
     metadata (so that the tier travels with the guest). A running guest's machine scope gets the tier's
-    C(CPUWeight) and C(AllowedCPUs) host_reserved plus guest_domain with
-    C(systemctl set-property --runtime) (nothing persistent is left behind for transient scopes).
+    C(CPUWeight) (its budget share while it waits in C(machine.slice), see below) and C(AllowedCPUs)
+    host_reserved plus guest_domain with C(systemctl set-property --runtime) (nothing persistent is left behind for transient scopes).
   - B(O(kind=weights)) (the contention entry points) manages only C(<shares>), the partition, libvirt's live
     C(cpu_shares) and the scopes' C(CPUWeight).
+  - "B(Weight budget) (both kinds, O(systemd=true)): a tier's weight is a budget over its cgroup nodes under
+    C(machine.slice), its tier slice (when it holds some of the tier's running guests) and the scopes of its
+    running guests still in C(machine.slice) (waiting for their move at their next start). Each node gets
+    the tier weight times the share of the tier's running guests it holds (largest remainder, so the nodes
+    add up to exactly the tier weight, at least 1 each). A waiting guest's scope gets its share as libvirt's live
+    C(cpu_shares) (libvirt writes the scope's C(CPUWeight) through systemd) and as the scope's runtime
+    C(CPUWeight), so the two always agree; a moved guest's scope keeps the tier weight inside its slice. A tier
+    slice that holds some but not all of its tier's running guests gets its share from a runtime drop-in of
+    this module, C(<runtime_unit_dir>/<slice>.d/50-kvmlab-weight-budget.conf) (then C(systemctl daemon-reload));
+    the drop-in is removed once all of the tier's running guests are in the slice or none runs. The persistent
+    C(<shares>) stays the tier weight."
   - B(O(state=present)) takes a snapshot to O(snapshot_path) first when the file is absent (never
     overwritten), then applies. B(O(state=query)) changes nothing and returns status items, one verdict and
-    every guest's tier with where it came from. B(O(state=restored)) puts back exactly what the snapshot
-    recorded (pins, shares, partition, scope properties, tier metadata; a scope that was unrestricted gets
+    every guest's tier with where it came from; each tier's live total (the kernel's C(cpu.weight) of its
+    budget nodes added up) is an item, drifted when it is not the tier weight. B(O(state=restored)) puts back
+    exactly what the snapshot recorded (pins, shares, live C(cpu_shares), partition, scope properties, tier
+    metadata, the budget drop-ins as they were, normally absent; a scope that was unrestricted gets
     C(AllowedCPUs) reset, not a list of every CPU), then removes the snapshot.
   - The guest's QEMU threads are read from C(/proc/<pid>/task/*/status) (pid from libvirt's pid file), its
     scope from C(/proc/<pid>/cgroup); the scopes and tier slices with one C(systemctl show).
@@ -45,7 +58,8 @@ attributes:
       writes nothing.
   diff_mode:
     support: full
-    details: Per changed guest, before and after of its libvirt state, scope properties and tier metadata.
+    details: Per changed guest, before and after of its libvirt state, scope properties and tier metadata; one
+      entry for the tier slices' budget drop-ins.
   platform:
     platforms: posix
     details: Linux libvirt/QEMU hosts.
@@ -119,6 +133,13 @@ options:
     description: Mount point of the cgroup v2 hierarchy (scopes' C(cpu.weight) and C(cpuset.cpus) are read there).
     type: path
     default: /sys/fs/cgroup
+  runtime_unit_dir:
+    description:
+      - Runtime systemd unit directory where the tier slices' weight budget drop-ins are written
+        (C(<slice>.d/50-kvmlab-weight-budget.conf)). It must be volatile (C(/run)), since after a reboot every guest
+        starts in its tier slice and no budget drop-in is needed.
+    type: path
+    default: /run/systemd/system
   snapshot_path:
     description:
       - The layer's snapshot file. O(state=present) writes it when it is absent (root only, never
@@ -130,6 +151,15 @@ notes:
     next start, and the result lists C(partition) as pending until then.
   - The tier metadata is written for tiers that O(guests) gives; a tier from the metadata is already there, and
     the default tier is not written, so such a guest follows O(default_tier).
+  - The weight budget is exact for the guests that run when apply runs. When a guest starts or stops between
+    applies, its tier's nodes no longer add up to the tier weight (a guest that starts lands in its tier slice,
+    one that stops leaves its share unused), and a stopped guest's next start puts it in its slice while the slice
+    may still carry a budget share. O(state=query) flags such a tier as drifted (its live total differs
+    from its weight); rerunning O(state=present) sets the budget again. No libvirt hook does it automatically.
+  - The budget drop-ins live in C(/run) and vanish at a reboot, which is right, since after a reboot every guest
+    starts in its tier slice, each slice carries its full configured weight, and no budget is needed.
+  - Without systemd (O(systemd=false)) or for a running guest whose scope is not found, there is no budget;
+    the live weight is the tier's C(cpu_shares), as before.
 seealso:
   - module: kvmlab.host_resources.libvirt_pin
   - module: kvmlab.host_resources.systemd_slice_weight
@@ -227,6 +257,26 @@ snapshot:
     removed:
       description: O(state=restored) removed it (or would, in check mode).
       type: bool
+budget:
+  description:
+    - The weight budget (O(systemd=true) with O(state=present) or O(state=query); null otherwise).
+  returned: when O(state) is V(present) or V(query)
+  type: dict
+  contains:
+    tiers:
+      description: Per tier C({weight, total, slice, nodes}); C(nodes) maps each budget node (the tier slice,
+        the scopes still in C(machine.slice)) to the C(CPUWeight) it gets; a tier without running guests has none.
+      type: dict
+    slices:
+      description: Per tier slice its budget drop-in, C({slice, tier, path, action, before, after}); C(action)
+        V(write), V(remove) or null; C(before) and C(after) the drop-in's C(CPUWeight), null for no drop-in.
+      type: list
+      elements: dict
+budget_dropins:
+  description: Budget drop-ins written back or removed as the snapshot recorded them (or would be, in check mode).
+  returned: when O(state=restored)
+  type: list
+  elements: str
 missing_slices:
   description: Tier slices without a unit file (guests of those tiers would start with the default weight).
   returned: always
@@ -259,6 +309,8 @@ items:
   description:
     - Status items, each C({name, class, guest, tier, tier_source, intended, live, state}); state V(applied),
       V(stock), V(drifted) or V(info) (shown, not counted). O(kind=weights) returns the weight items only.
+    - "On systemd hosts one weight item per tier, C(<tier> weight budget), also carries C(total) (the live
+      C(cpu.weight) of its nodes added up) and C(nodes) (unit to C({budget, live, guests}))."
   returned: when O(state=query)
   type: list
   elements: dict
@@ -309,6 +361,7 @@ diff:
 '''
 
 import errno
+import glob
 import os
 import socket
 
@@ -341,6 +394,7 @@ def argument_spec():
         pid_dir=dict(type='path', default='/run/libvirt/qemu'),
         systemd=dict(type='bool', default=True),
         cgroup_root=dict(type='path', default='/sys/fs/cgroup'),
+        runtime_unit_dir=dict(type='path', default=ep.BUDGET_UNIT_DIR),
         snapshot_path=dict(type='path'),
     )
 
@@ -363,6 +417,7 @@ class Pool(object):
         self.online = frozenset()
         self.systemctl = None
         self.cgroup_root = None
+        self.snap = None
 
     # -- I/O helpers ---------------------------------------------------------
     def connected(self, conn):
@@ -437,6 +492,35 @@ class Pool(object):
         except self.virt.libvirtError as exc:
             raise Failure('domain "%s": cannot write its kvmlab metadata: %s' % (name, lc.describe(exc, self.virt)))
 
+    def read_file(self, path):
+        try:
+            with open(path) as handle:
+                return handle.read()
+        except (IOError, OSError) as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            raise Failure('cannot read %s: %s' % (path, exc.strerror or exc))
+
+    def write_dropin(self, plan):
+        """Write or remove one budget drop-in (its directory goes too when it is left empty)."""
+        directory = os.path.dirname(plan['path'])
+        try:
+            if plan['action'] == 'write':
+                _snapshot.write_atomic(plan['path'], plan['content'].encode('utf-8'), 0o644)
+            else:
+                try:
+                    os.unlink(plan['path'])
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise Failure('cannot remove %s: %s' % (plan['path'], exc.strerror or exc))
+                try:
+                    os.rmdir(directory)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                        raise Failure('cannot remove %s: %s' % (directory, exc.strerror or exc))
+        except _snapshot.SnapshotError as exc:
+            raise Failure(str(exc))
+
     # -- shared steps ----------------------------------------------------------
     def place(self):
         """Every guest with its tier and placement, plus everything read about it."""
@@ -467,6 +551,48 @@ class Pool(object):
                 'scope_allowed_cpus': placed['placement']['scope_allowed_cpus'],
                 'systemd': self.params['systemd']}
 
+    def budget(self, placed):
+        """The weight budget of the running guests (systemd hosts only; None elsewhere).
+
+        ``{'plan'`` (``_execution_pool.plan_budget``), ``'dropins'`` (one
+        ``budget_dropin_plan`` per tier slice) and ``'live'`` (unit -> the
+        kernel's cpu.weight of each budget node)``}``.
+        """
+        if not self.params['systemd']:
+            return None
+        tiers = self.params['tiers']
+        try:
+            settings = ep.budget_tiers(dict((key, lv.tier_settings(tiers, key)) for key in tiers))
+        except lv.PlacementError as exc:
+            raise Failure(str(exc))
+        running = []
+        for entry in placed['placement']['guests']:
+            record = placed['records'][entry['name']]
+            unit = record['scope_unit']
+            scope = placed['scopes'].get(unit)
+            if not unit or scope is None:
+                continue  # no scope found: the guest keeps its tier weight, outside the budget
+            where = (record['proc'] or {}).get('slice') or _qemu.slice_of(scope['show'].get('ControlGroup') or '')
+            running.append({'name': entry['name'], 'tier': entry['tier'], 'scope': unit, 'slice': where})
+        try:
+            plan = ep.plan_budget(settings, running)
+            dropins = []
+            for key in sorted(settings):
+                name = settings[key]['slice']
+                path = ep.budget_dropin_path(name, self.params['runtime_unit_dir'])
+                dropins.append(ep.budget_dropin_plan(name, key, plan['slices'][name], settings[key]['cpu_weight'],
+                                                     self.read_file(path), path))
+        except ep.PoolError as exc:
+            raise Failure(str(exc))
+        live = {}
+        for unit in plan['nodes']:
+            if unit in placed['scopes']:
+                live[unit] = (placed['scopes'][unit].get('cgroup') or {}).get('cpu_weight')
+            else:
+                show = placed['slices'].get(unit) or {}
+                live[unit] = _systemd.read_cgroup_cpu_weight(show.get('ControlGroup'), self.cgroup_root)
+        return {'plan': plan, 'dropins': dropins, 'live': live}
+
     def guest_view(self, entry, record, scopes):
         current = record['current']
         return {'entry': entry, 'active': current['active'], 'proc': record['proc'],
@@ -482,19 +608,37 @@ class Pool(object):
     def query(self):
         placed = self.place()
         context = self.context(placed)
+        budget = self.budget(placed)
+        if budget is not None:
+            context['weights'] = budget['plan']['scopes']
         items = []
         for entry in placed['placement']['guests']:
             record = placed['records'][entry['name']]
             items.extend(ep.guest_items(self.guest_view(entry, record, placed['scopes']), context, self.kind))
+        if budget is not None:
+            items.extend(ep.budget_items(budget['plan'], budget['live']))
         if self.kind == 'placement':
             items.extend(ep.slice_items(placed['slices'], self.params['tiers']))
             items.extend(ep.excluded_items(placed['excluded']))
         state = ep.status(items, self.kind)
         guests = [self.guest_result(entry, placed['records'][entry['name']]) for entry in placed['placement']['guests']]
         result = dict(state, guests=guests, excluded=placed['excluded'], missing_slices=placed['missing_slices'],
-                      scope_allowed_cpus=context['scope_allowed_cpus'], pools=self.pool_keys(), changed=False)
+                      scope_allowed_cpus=context['scope_allowed_cpus'], pools=self.pool_keys(), changed=False,
+                      budget=self.budget_result(budget))
         result['report'] = ep.status_report(result, self.kind)
         return result
+
+    @staticmethod
+    def budget_result(budget, dropins=None):
+        """The ``budget`` key of the result: per tier its weight, nodes and shares, and the slices' drop-ins."""
+        if budget is None:
+            return None
+        plan = budget['plan']
+        tiers = dict((key, {'weight': info['weight'], 'total': info['total'], 'slice': info['slice'],
+                            'nodes': dict((unit, plan['nodes'][unit]) for unit in info['nodes'])})
+                     for key, info in plan['tiers'].items())
+        slices = [dict((k, v) for k, v in item.items() if k != 'content') for item in (dropins or budget['dropins'])]
+        return {'tiers': tiers, 'slices': slices}
 
     def guest_result(self, entry, record, changes=None, pending=None):
         proc = record['proc'] or {}
@@ -504,7 +648,7 @@ class Pool(object):
                 'pending': pending or []}
 
     # -- present ---------------------------------------------------------------
-    def snapshot(self, placed):
+    def snapshot(self, placed, budget=None):
         path = self.params['snapshot_path']
         if not path:
             return None
@@ -526,6 +670,15 @@ class Pool(object):
         values = ep.snapshot_values(self.kind, self.params['uri'], names, entries, scopes, metadata, shapes)
         snap = _snapshot.new_snapshot(LAYERS[self.kind], host=socket.gethostname())
         snap['values'] = values
+        try:
+            # the tier slices' budget drop-ins as they are before the first apply (normally absent):
+            # rollback writes back what existed and removes what did not
+            for item in (budget or {}).get('dropins', []):
+                snap['files'][item['path']] = _snapshot.read_file_record(item['path'])
+                directory = os.path.dirname(item['path'])
+                snap['dirs'][directory] = _snapshot.read_dir_record(directory)
+        except _snapshot.SnapshotError as exc:
+            raise Failure(str(exc))
         info['written'] = True
         if not self.module.check_mode:
             try:
@@ -535,29 +688,49 @@ class Pool(object):
                 raise Failure(str(exc))
         return info
 
+    def plan_libvirt(self, entry, current, live_shares):
+        """libvirt changes of one guest: the request, and live ``cpu_shares`` ``live_shares`` when given.
+
+        On systemd hosts the live cpu_shares is the scope's CPUWeight (libvirt
+        writes it through systemd), the budget share of a guest still in
+        machine.slice; the persistent ``<shares>`` stays the tier's.
+        """
+        try:
+            request = lv.parse_request(ep.pin_request(entry, self.kind), online=self.online)
+            live, config = lv.resolve_scopes(request, current['active'], 'skip')
+            if live and live_shares is not None and live_shares != request['cpu_shares']:
+                changes = (lv.plan_domain(dict(request, cpu_shares=live_shares), current, self.online, True, False)
+                           + lv.plan_domain(request, current, self.online, False, config))
+            else:
+                changes = lv.plan_domain(request, current, self.online, live, config)
+        except lv.RequestError as exc:
+            raise Failure(str(exc))
+        return request, changes
+
     def present(self):
         placed = self.place()
         context = self.context(placed)
+        budget = self.budget(placed)
+        budget_scopes = budget['plan']['scopes'] if budget is not None else {}
         plans = []
         for entry in placed['placement']['guests']:
             name = entry['name']
             record = placed['records'][name]
             current = record['current']
-            try:
-                request = lv.parse_request(ep.pin_request(entry, self.kind), online=self.online)
-                live, config = lv.resolve_scopes(request, current['active'], 'skip')
-                changes = lv.plan_domain(request, current, self.online, live, config)
-            except lv.RequestError as exc:
-                raise Failure(str(exc))
+            scope = placed['scopes'].get(record['scope_unit'])
+            weight = budget_scopes.get(record['scope_unit']) if scope is not None else None
+            live_shares = None
+            if scope is not None:
+                live_shares = entry['cpu_weight'] if weight is None else weight
+            request, changes = self.plan_libvirt(entry, current, live_shares)
             want_meta = ep.wants_metadata(entry, self.kind)
             meta = None
             if want_meta is not None and (record['metadata']['tier'] or '').lower() != want_meta.lower():
                 meta = {'before': record['metadata']['tier'], 'after': want_meta,
                         'element': ep.metadata_fragment(want_meta)}
             scope_set = {}
-            scope = placed['scopes'].get(record['scope_unit'])
             if scope is not None:
-                wanted = ep.scope_wanted(entry, self.kind, context['scope_allowed_cpus'],
+                wanted = ep.scope_wanted(entry, self.kind, context['scope_allowed_cpus'], weight=weight,
                                          allowed=scope['properties'].get('AllowedCPUs', ''),
                                          effective=(scope.get('cgroup') or {}).get('cpuset_cpus_effective'))
                 try:
@@ -570,8 +743,10 @@ class Pool(object):
                     raise Failure('guest %s: %s' % (name, exc))
                 scope_set = plan.changes
             plans.append({'entry': entry, 'record': record, 'request': request, 'changes': changes,
-                          'meta': meta, 'scope': scope, 'scope_set': scope_set})
-        snapshot = self.snapshot(placed)
+                          'meta': meta, 'scope': scope, 'scope_set': scope_set,
+                          'budget_shares': live_shares is not None and live_shares != request['cpu_shares']})
+        dropins = [item for item in (budget['dropins'] if budget is not None else []) if item['action']]
+        snapshot = self.snapshot(placed, budget)
 
         results, diffs = [], []
         done = []
@@ -599,6 +774,9 @@ class Pool(object):
                 predicted = lv.predict_after(current, changes)
                 after = dict(current, live=predicted['live'], config=predicted['config'])
             pending = lv.pending_items(plan['request'], after, current['active'], changes)
+            if plan['budget_shares']:
+                # the live weight is the budget share (or the CPUWeight) by design, not a pending <shares>
+                pending = [item for item in pending if item != 'cpu_shares']
             if not current['active']:
                 pending = ['live placement and weight (not running)'] + pending
             listed = lv.format_changes(changes)
@@ -612,9 +790,20 @@ class Pool(object):
             if listed:
                 done.append(name)
                 diffs.append(self.diff_entry(name, current, after, plan))
-        output = {'changed': bool(done), 'guests': results, 'excluded': placed['excluded'],
+        if dropins and not self.module.check_mode:
+            for item in dropins:
+                try:
+                    self.write_dropin(item)
+                except Failure as exc:
+                    raise Failure('%s (guests changed before: %s)' % (exc, ', '.join(done) or 'none'))
+            self.run([self.systemctl, 'daemon-reload'])
+        if dropins:
+            diffs.append({'before_header': 'weight budget (tier slices)', 'after_header': 'weight budget (tier slices)',
+                          'before': dict((item['slice'], ep.budget_dropin_value(item['before'])) for item in dropins),
+                          'after': dict((item['slice'], ep.budget_dropin_value(item['after'])) for item in dropins)})
+        output = {'changed': bool(done) or bool(dropins), 'guests': results, 'excluded': placed['excluded'],
                   'missing_slices': placed['missing_slices'], 'scope_allowed_cpus': context['scope_allowed_cpus'],
-                  'pools': self.pool_keys()}
+                  'pools': self.pool_keys(), 'budget': self.budget_result(budget)}
         if snapshot is not None:
             output['snapshot'] = snapshot
             output['changed'] = output['changed'] or snapshot['written']
@@ -634,6 +823,7 @@ class Pool(object):
 
     # -- restored --------------------------------------------------------------
     def load_snapshot(self):
+        """The snapshot's values (the whole snapshot is kept in ``self.snap``)."""
         path = self.params['snapshot_path']
         if not os.path.lexists(path):
             raise Failure('nothing to roll back: no snapshot at %s (%s never ran on this host, or its rollback '
@@ -651,7 +841,34 @@ class Pool(object):
             ep.check_values(snap['values'], self.kind, path)
         except ep.PoolError as exc:
             raise Failure('%s; nothing was changed' % exc)
+        self.snap = snap
         return snap['values']
+
+    def budget_restore(self):
+        """Plans that put the budget drop-ins back as the snapshot recorded them.
+
+        ``(file plan, dir plan)``: the recorded drop-ins and directories come
+        back (written or removed); a budget drop-in of ours that the snapshot
+        does not record (a snapshot of an older release) is removed, since
+        no budget existed before the first apply.
+        """
+        if not self.params['systemd']:
+            return [], []
+        snap = self.snap
+        try:
+            current_files, current_dirs = _snapshot.read_current(snap)
+        except _snapshot.SnapshotError as exc:
+            raise Failure('%s; nothing was changed' % exc)
+        files = _snapshot.file_restore_plan(snap, current_files)
+        dirs = _snapshot.dir_restore_plan(snap, current_dirs)
+        pattern = os.path.join(self.params['runtime_unit_dir'], '*.slice.d', ep.BUDGET_DROPIN)
+        for path in sorted(glob.glob(pattern)):
+            if path in (snap.get('files') or {}):
+                continue
+            if ep.BUDGET_MARKER in (self.read_file(path) or '').splitlines():
+                files.append({'action': 'remove', 'path': path})
+                dirs.append({'action': 'rmdir_if_empty', 'path': os.path.dirname(path)})
+        return files, dirs
 
     def restored(self):
         values = self.load_snapshot()
@@ -752,6 +969,21 @@ class Pool(object):
             if listed:
                 done.append(name)
                 diffs.append(self.diff_entry(name, current, after, {}))
+        file_plan, dir_plan = self.budget_restore()
+        budget_dropins = [action['path'] for action in file_plan if action['action'] in ('write', 'remove')]
+        dropins_before = dict((p, 'present' if os.path.lexists(p) else 'absent') for p in budget_dropins)
+        if budget_dropins and not self.module.check_mode:
+            try:
+                _snapshot.apply_file_plan(file_plan)
+                _snapshot.apply_dir_plan(dir_plan)
+            except _snapshot.SnapshotError as exc:
+                raise Failure('%s (guests restored before: %s; the snapshot is kept)' % (exc, ', '.join(done) or 'none'))
+            self.run([self.systemctl, 'daemon-reload'])
+        if budget_dropins:
+            diffs.append({'before_header': 'weight budget drop-ins', 'after_header': 'weight budget drop-ins',
+                          'before': dropins_before,
+                          'after': dict((a['path'], 'present (as recorded)' if a['action'] == 'write' else 'absent')
+                                        for a in file_plan if a['path'] in budget_dropins)})
         path = self.params['snapshot_path']
         removed = True
         if not self.module.check_mode:
@@ -759,7 +991,8 @@ class Pool(object):
                 removed = _snapshot.discard(path)
             except _snapshot.SnapshotError as exc:
                 raise Failure('restored, but %s' % exc)
-        output = {'changed': bool(done) or removed, 'guests': results, 'excluded': sorted(set(self.params['exclude']) & set(doms)),
+        output = {'changed': bool(done) or removed or bool(budget_dropins), 'budget_dropins': budget_dropins,
+                  'guests': results, 'excluded': sorted(set(self.params['exclude']) & set(doms)),
                   'missing_slices': [], 'restarted': [item['guest'] for item in plan['scopes'] if item['restarted']],
                   'gone': plan['gone'], 'fixups': fixups, 'not_restored': dict(self.not_restored),
                   'snapshot': {'path': path, 'existed': True, 'written': False, 'removed': removed}}
