@@ -479,6 +479,128 @@ def test_budget_never_below_one_and_unknown_tier():
         ep.weight_budget(tiers, [{'name': 'x', 'tier': 'gold', 'scope': 'x.scope', 'slice': 'machine.slice'}])
 
 
+# -- budget wiring: what apply sets live, the drop-ins, the status totals ---------
+
+def test_plan_budget_all_waiting_in_machine_slice():
+    plan = ep.plan_budget(BUDGET_TIERS, guests('gold', 0, 1) + guests('silver', 0, 2) + guests('bronze', 0, 2))
+    assert plan['scopes'] == {'gold-w0.scope': 512, 'silver-w0.scope': 167, 'silver-w1.scope': 166,
+                              'bronze-w0.scope': 84, 'bronze-w1.scope': 83}
+    # no slice holds a guest: no drop-in anywhere (the slices keep their configured weight)
+    assert plan['slices'] == {'machine-gold.slice': None, 'machine-silver.slice': None, 'machine-bronze.slice': None}
+
+
+def test_plan_budget_some_moved_gives_the_slice_a_drop_in():
+    plan = ep.plan_budget(BUDGET_TIERS, guests('gold', 2, 1) + guests('bronze', 1, 1))
+    assert plan['scopes'] == {'gold-w0.scope': 171, 'bronze-w0.scope': 83}
+    assert plan['slices'] == {'machine-gold.slice': 341, 'machine-silver.slice': None, 'machine-bronze.slice': 84}
+    assert plan['tiers']['gold']['total'] == 512 and plan['tiers']['gold']['slice'] == 'machine-gold.slice'
+
+
+def test_plan_budget_all_moved_or_none_running_needs_no_drop_in():
+    plan = ep.plan_budget(BUDGET_TIERS, guests('gold', 3, 0))
+    assert plan['scopes'] == {}
+    assert plan['slices'] == {'machine-gold.slice': None, 'machine-silver.slice': None, 'machine-bronze.slice': None}
+    assert plan['nodes'] == {'machine-gold.slice': 512}
+    assert plan['tiers']['silver']['nodes'] == {} and plan['tiers']['silver']['total'] == 0
+
+
+def test_plan_budget_leaves_out_scopes_elsewhere_and_unknown_scopes():
+    odd = [{'name': 'x', 'tier': 'silver', 'scope': 'x.scope', 'slice': 'machine-gold.slice'},  # tier changed
+           {'name': 'y', 'tier': 'silver', 'scope': None, 'slice': None}]                        # no scope found
+    plan = ep.plan_budget(BUDGET_TIERS, odd + guests('silver', 0, 1))
+    assert plan['scopes'] == {'silver-w0.scope': 333}
+    with pytest.raises(ep.PoolError, match='guest z: tier "iron"'):
+        ep.plan_budget(BUDGET_TIERS, [{'name': 'z', 'tier': 'iron', 'scope': 'z.scope', 'slice': 'machine.slice'}])
+
+
+def test_parent_slice():
+    assert ep.parent_slice('machine-gold.slice') == 'machine.slice'
+    assert ep.parent_slice('machine-a-b.slice') == 'machine-a.slice'
+    assert ep.parent_slice('machine.slice') == '-.slice'
+
+
+def test_budget_dropin_text_round_trip_and_foreign_files():
+    text = ep.budget_dropin_text('machine-gold.slice', 'gold', 341, 512)
+    assert text.startswith(ep.BUDGET_MARKER + '\n') and text.endswith('[Slice]\nCPUWeight=341\n')
+    assert 'weight budget 341 of 512 while guests wait for their move' in text
+    assert ep.parse_budget_dropin(text) == 341
+    assert ep.parse_budget_dropin(None) is None
+    assert ep.parse_budget_dropin('[Slice]\nCPUWeight=341\n') is None  # not ours
+    assert ep.parse_budget_dropin(ep.BUDGET_MARKER + '\n[Slice]\nCPUWeight=x\n') is None
+    assert ep.budget_dropin_path('machine-gold.slice', '/run/systemd/system/') == \
+        '/run/systemd/system/machine-gold.slice.d/50-kvmlab-weight-budget.conf'
+
+
+def test_budget_dropin_plan_write_keep_remove():
+    path = '/run/systemd/system/machine-gold.slice.d/50-kvmlab-weight-budget.conf'
+    write = ep.budget_dropin_plan('machine-gold.slice', 'gold', 341, 512, None, path)
+    assert (write['action'], write['before'], write['after']) == ('write', None, 341)
+    keep = ep.budget_dropin_plan('machine-gold.slice', 'gold', 341, 512, write['content'], path)
+    assert keep['action'] is None
+    other = ep.budget_dropin_plan('machine-gold.slice', 'gold', 256, 512, write['content'], path)
+    assert (other['action'], other['before'], other['after']) == ('write', 341, 256)
+    remove = ep.budget_dropin_plan('machine-gold.slice', 'gold', None, 512, write['content'], path)
+    assert (remove['action'], remove['before'], remove['after'], remove['content']) == ('remove', 341, None, None)
+    assert ep.budget_dropin_plan('machine-gold.slice', 'gold', None, 512, None, path)['action'] is None
+    with pytest.raises(ep.PoolError, match='was not written by execution_pool'):
+        ep.budget_dropin_plan('machine-gold.slice', 'gold', 341, 512, '[Slice]\nCPUWeight=1\n', path)
+
+
+def test_budget_items_totals_applied_drifted_and_info():
+    plan = ep.plan_budget(BUDGET_TIERS, guests('gold', 2, 1) + guests('silver', 0, 2))
+    live = {'machine-gold.slice': 341, 'gold-w0.scope': 171, 'silver-w0.scope': 167, 'silver-w1.scope': 166}
+    items = dict((item['name'], item) for item in ep.budget_items(plan, live))
+    gold = items['gold weight budget']
+    assert gold['state'] == 'applied' and gold['class'] == 'weight' and gold['total'] == 512
+    assert gold['live'] == 'total 512: machine-gold.slice 341 (2 guests), gold-w0.scope 171 (1 guest)'
+    assert gold['intended'] == 'total CPUWeight 512 under machine.slice'
+    assert gold['nodes']['machine-gold.slice'] == {'budget': 341, 'live': 341, 'guests': 2}
+    assert items['silver weight budget']['state'] == 'applied'
+    assert items['bronze weight budget']['state'] == 'info' and items['bronze weight budget']['total'] is None
+    # every scope still at the full tier weight: the tier's share grows with its guests
+    stale = dict(live, **{'machine-gold.slice': 512, 'gold-w0.scope': 512})
+    gold = [item for item in ep.budget_items(plan, stale) if item['tier'] == 'gold'][0]
+    assert gold['state'] == 'drifted' and gold['total'] == 1024
+    assert gold['live'] == ('total 1024: machine-gold.slice 512 [budget 341] (2 guests), '
+                            'gold-w0.scope 512 [budget 171] (1 guest)')
+    unreadable = dict(live, **{'gold-w0.scope': None})
+    gold = [item for item in ep.budget_items(plan, unreadable) if item['tier'] == 'gold'][0]
+    assert gold['state'] == 'drifted' and 'gold-w0.scope unreadable' in gold['live']
+
+
+def test_budget_state_rule():
+    assert ep.budget_state(512, 512, []) == 'applied'
+    assert ep.budget_state(512, 511, []) == 'drifted'
+    assert ep.budget_state(512, 512, ['x.scope']) == 'drifted'
+
+
+def test_weight_item_judges_a_waiting_scope_on_its_budget_share():
+    entry = placed()
+    unit = 'machine-qemu\\x2d1\\x2dvm.scope'
+    waiting = view(entry, weight='171', cgroup_weight=171)
+    context = dict(CONTEXT, weights={unit: 171})
+    item = [i for i in ep.guest_items(waiting, context) if i['class'] == 'weight'][0]
+    assert item['state'] == 'applied' and item['intended'] == 'gold CPUWeight 171'
+    # the full tier weight on a scope the budget gives 171 is drift
+    item = [i for i in ep.guest_items(view(entry), context) if i['class'] == 'weight'][0]
+    assert item['state'] == 'drifted'
+
+
+def test_budget_lines_and_dropin_values():
+    budget = {'tiers': {'gold': {'weight': 512, 'total': 512, 'slice': 'machine-gold.slice',
+                                 'nodes': {'a.scope': 171, 'machine-gold.slice': 341}},
+                        'silver': {'weight': 333, 'total': 0, 'slice': 'machine-silver.slice', 'nodes': {}}},
+              'slices': [{'slice': 'machine-gold.slice', 'action': 'write', 'before': None, 'after': 341,
+                          'path': '/run/x.conf'},
+                         {'slice': 'machine-silver.slice', 'action': None, 'before': None, 'after': None,
+                          'path': '/run/y.conf'}]}
+    assert ep.budget_lines(budget) == [
+        'weight budget gold 512: machine-gold.slice 341, a.scope 171',
+        'machine-gold.slice: no budget drop-in (the configured weight) -> CPUWeight 341 (runtime budget drop-in) '
+        '(/run/x.conf)']
+    assert ep.budget_lines(None) == []
+
+
 # -- reports --------------------------------------------------------------------
 
 def test_reports():
