@@ -432,25 +432,46 @@ def irqbalance_item(managed, text, guest_domain, path=IRQBALANCE_CONFIG):
     return _item('irqbalance', intended, live, 'applied' if same else 'drifted')
 
 
+def runtime_overrides(dropins, ours=None):
+    """The drop-ins of a unit that override it at runtime, except ``ours`` (the weight budget drop-in).
+
+    ``dropins``: systemd's ``DropInPaths``. A runtime override is a drop-in
+    of ``systemctl set-property`` (a ``system.control`` directory, with or
+    without ``--runtime``) or any other drop-in under ``/run``.
+    """
+    return [path for path in dropins or []
+            if path != ours and ('/system.control/' in path or path.startswith('/run/'))]
+
+
 def tier_slice_item(name, cpu_weight, reading):
     """A tier slice, judged on its definition and on the kernel's cpu.weight.
 
     ``reading``: ``defined`` (the module's unit file or drop-in exists),
     ``current`` (it holds what apply writes), ``properties`` (systemd's live
-    values), ``active`` and ``cgroup`` (``read_cgroup_values``).
+    values), ``active``, ``cgroup`` (``read_cgroup_values``) and optionally
+    ``dropins`` (systemd's ``DropInPaths``) and ``budget`` (None, or
+    ``{'path', 'weight'}`` when the shared execution pool's weight budget
+    drop-in exists; ``weight`` None when that file is not ours or unusable).
 
     * stock: no definition of ours and the weight is systemd's or the
       kernel's default (``STOCK_WEIGHTS``);
     * applied: our definition as apply writes it, systemd reports the weight,
       and the cgroup's cpu.weight carries it (an inactive slice has no cgroup
-      and is judged on its definition and systemd's value);
-    * drifted: anything else, a runtime override for example.
+      and is judged on its definition and systemd's value); the weight is the
+      weight budget's share instead of the tier weight while the budget
+      drop-in of the shared execution pool is there (some of the tier's
+      running guests still wait in machine.slice for their move);
+    * drifted: anything else, a runtime override for example (any other
+      drop-in under ``/run`` or of ``systemctl set-property``).
     """
     props = reading.get('properties') or {}
     cgroup = reading.get('cgroup') or {}
     weight = props.get('CPUWeight', '')
     kernel = cgroup.get('cpu_weight')
     active = bool(reading.get('active'))
+    budget = reading.get('budget') or {}
+    share = budget.get('weight')
+    overrides = runtime_overrides(reading.get('dropins'), budget.get('path') if share is not None else None)
     if not reading.get('defined'):
         live = 'no unit file of ours, systemd %s' % (weight or 'default')
         stock = weight in STOCK_WEIGHTS and kernel in (None, 100)
@@ -461,15 +482,29 @@ def tier_slice_item(name, cpu_weight, reading):
         live = 'systemd %s, slice inactive (no cgroup)' % (weight or 'default')
     if not reading.get('current'):
         live += ', unit file differs'
-    ok = reading.get('current') and weight == str(cpu_weight) and (not active or kernel == cpu_weight)
+    if overrides:
+        live += ', runtime override %s' % ', '.join(overrides)
+    wanted = cpu_weight if share is None else share
+    ok = (reading.get('current') and not overrides and weight == str(wanted)
+          and (not active or kernel == wanted))
+    if share is not None:
+        note = 'weight budget %d of %d while guests wait for their move' % (share, cpu_weight)
+        live += ', applied (%s)' % note if ok else ', %s (%s)' % (note, budget.get('path'))
+    elif budget:
+        live += ', %s is not a weight budget drop-in of ours' % budget.get('path')
+        ok = False
     return _item(name, 'CPUWeight %d' % cpu_weight, live, 'applied' if ok else 'drifted')
 
 
-def host_slice_item(name, host_reserved, reading):
+def host_slice_item(name, host_reserved, reading, online=None):
     """A host slice, judged on its definition and the effective cpuset of its cgroup.
 
     * stock: no drop-in of ours, systemd's AllowedCPUs empty and the cgroup's
-      own cpuset.cpus empty (inherited) or not there;
+      own cpuset.cpus empty (inherited) or not there; or, with ``online``
+      given, cpuset.cpus and its effective set both every online CPU: a
+      kernel that refuses to empty cpuset.cpus of a populated cgroup (ENOSPC,
+      Linux 6.1) keeps the value rollback could only widen, which confines
+      nothing, until the cgroup is made again at the next boot;
     * applied: our drop-in as apply writes it, systemd reports host_reserved,
       and cpuset.cpus.effective is host_reserved;
     * drifted: anything else, a cpuset.cpus left behind for example.
@@ -485,6 +520,9 @@ def host_slice_item(name, host_reserved, reading):
     intended = 'AllowedCPUs %s' % host_reserved
     if not reading.get('defined'):
         stock = allowed == '' and own in ('', None)
+        if allowed == '' and own and online is not None and own == effective == online:
+            stock = True
+            live += ' (every online CPU: confines nothing; empty again from the next boot)'
         return _item(name, intended, live, 'stock' if stock else 'drifted')
     if not reading.get('current'):
         live += ', drop-in differs'

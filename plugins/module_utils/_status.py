@@ -39,9 +39,13 @@ def verdict(items, applied_label='applied', stock_label='stock', drifted_label='
         summary = '%s: none of the policy is in place' % label
     else:
         label = drifted_label
-        off = buckets['drifted'] + buckets['stock']
-        summary = '%s: %s not as intended (%d of %d items applied)' % (
-            label, ', '.join(off), len(buckets['applied']), counted)
+        off = []
+        if buckets['drifted']:
+            off.append('%s not as intended' % ', '.join(buckets['drifted']))
+        if buckets['stock']:
+            off.append('%s still stock' % ', '.join(buckets['stock']))
+        summary = '%s: %s (%d of %d items applied)' % (
+            label, '; '.join(off), len(buckets['applied']), counted)
     return {
         'verdict': label,
         'applied': buckets['applied'],

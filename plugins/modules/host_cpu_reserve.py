@@ -343,6 +343,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _execution_pool as ep
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _foundation as fd
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _snapshot as snap
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import (
@@ -355,6 +356,7 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._status impo
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._systemd import (
     SystemdConfigError,
     detect_cgroup_root,
+    drop_in_paths,
     has_marker,
     is_active,
     live_properties,
@@ -373,6 +375,8 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._topology im
 PROC_ROOT = '/proc'
 ONLINE_CPUS_PATH = '/sys/devices/system/cpu/online'
 CGROUP_ROOT = None
+# where the shared execution pool writes its tier slices' weight budget drop-ins (execution_pool runtime_unit_dir)
+RUNTIME_UNIT_DIR = ep.BUDGET_UNIT_DIR
 
 
 def set_affinity(pid, cpus):
@@ -752,7 +756,13 @@ class CpuReserve(object):
             dropin_path = os.path.join(unit_dir, name + '.d', self.p['slice_dropin_name'])
             reading = {'properties': live_properties(show), 'active': is_active(show),
                        'cgroup': read_cgroup_values(show.get('ControlGroup'), root),
-                       'defined': False, 'current': False}
+                       'defined': False, 'current': False, 'dropins': drop_in_paths(show), 'budget': None}
+            if spec.get('cpu_weight') is not None:
+                # the shared execution pool's weight budget: a lower live weight while guests wait for their move
+                budget_path = ep.budget_dropin_path(name, RUNTIME_UNIT_DIR)
+                budget_text = self.read_text(budget_path)
+                if budget_text is not None:
+                    reading['budget'] = {'path': budget_path, 'weight': ep.parse_budget_dropin(budget_text)}
             try:
                 wanted = wanted_properties(spec.get('cpu_weight'), None, spec.get('allowed_cpus'), None, name)
                 item = {'name': name, 'state': 'present', 'persistent': True, 'wanted': wanted,
@@ -790,7 +800,7 @@ class CpuReserve(object):
                 item = fd.tier_slice_item(spec['name'], spec['cpu_weight'], reading)
             else:
                 cpus = fd.cpus_of(spec.get('allowed_cpus'), '%s: allowed_cpus' % spec['name'], None)
-                item = fd.host_slice_item(spec['name'], cpus, reading)
+                item = fd.host_slice_item(spec['name'], cpus, reading, online_text)
             if reading.get('error'):
                 item['state'] = 'drifted'
                 item['live'] += '; ' + reading['error']

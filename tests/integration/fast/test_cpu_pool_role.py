@@ -52,9 +52,7 @@ def lab(fastvirt, fastvirt_base):
         pytest.skip('ansible-playbook is not installed')
     if not os.path.isdir(sim.CPU_MAP_DIR):
         pytest.skip('libvirt CPU map not found at %s (set LIBVIRT_CPU_MAP_DIR)' % sim.CPU_MAP_DIR)
-    # libvirtd probes QEMU lazily: ask once so the shared capabilities cache exists to copy
-    fastvirt.connect().getDomainCapabilities(None, 'x86_64', None, 'qemu', 0)
-    pool = sim.SimulatedHosts(fastvirt_base, fastvirt.cache_dir, sorted(set(MEMBERS.values())))
+    pool = sim.SimulatedHosts(fastvirt_base, sorted(set(MEMBERS.values())))
     work = tempfile.mkdtemp(prefix='kvmlab-cpupool-')
     token = uuid.uuid4().hex[:5]
     guests = {}

@@ -205,37 +205,57 @@ class SimulatedHosts(object):
     """One private libvirtd per fixture, each seeing that fixture's host CPU.
 
     ``base`` is the fastvirt base directory (state dirs there are reaped by
-    the next session if this one dies: each gets an ``owner.pid``);
-    ``source_cache`` the QEMU capabilities cache of a daemon that has run.
+    the next session if this one dies: each gets an ``owner.pid``).
     """
 
-    def __init__(self, base, source_cache, names):
+    def __init__(self, base, names):
         self.base = base
-        self.source_cache = source_cache
         self.names = list(names)
         self.hosts = {}
+        self.primer = None
         self.fixtures = dict((name, load_fixture(name)) for name in self.names)
 
-    def start(self):
+    def _state_dir(self):
         import tempfile
+        state_dir = tempfile.mkdtemp(prefix='c', dir=self.base)
+        with open(os.path.join(state_dir, 'owner.pid'), 'w') as handle:
+            handle.write('%d\n' % os.getpid())
+        return state_dir
+
+    def start(self):
+        """Probe QEMU once, then start one daemon per fixture on a rewritten copy of that cache.
+
+        libvirt keeps the host's CPUID in the QEMU capabilities cache and
+        throws the cache away ("host cpuid changed") when the CPU it checks on
+        answers otherwise; CPUID differs between CPUs (APIC ids), so the probe
+        and every simulated daemon run on one CPU (they inherit this process's
+        affinity, set for the time they start and restored after).
+        """
         import fastvirt  # pylint: disable=import-outside-toplevel  (tools/fastvirt on sys.path)
-        for name in self.names:
-            state_dir = tempfile.mkdtemp(prefix='c', dir=self.base)
-            with open(os.path.join(state_dir, 'owner.pid'), 'w') as handle:
-                handle.write('%d\n' % os.getpid())
-            virt = fastvirt.FastVirt(state_dir)
-            prepare_cache(self.source_cache, virt.cache_dir, self.fixtures[name])
-            self.hosts[name] = virt
-            virt.up()
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(before)})
+        try:
+            self.primer = fastvirt.FastVirt(self._state_dir())
+            self.primer.up()
+            self.primer.connect().getDomainCapabilities(None, 'x86_64', None, 'qemu', 0)
+            for name in self.names:
+                virt = fastvirt.FastVirt(self._state_dir())
+                prepare_cache(self.primer.cache_dir, virt.cache_dir, self.fixtures[name])
+                self.hosts[name] = virt
+                virt.up()
+        finally:
+            os.sched_setaffinity(0, before)
         return self
 
     def stop(self):
-        for virt in self.hosts.values():
+        daemons = list(self.hosts.values()) + ([self.primer] if self.primer else [])
+        for virt in daemons:
             try:
                 virt.down()
             finally:
                 shutil.rmtree(virt.dir, ignore_errors=True)
         self.hosts = {}
+        self.primer = None
 
     def uri(self, name):
         return self.hosts[name].uri

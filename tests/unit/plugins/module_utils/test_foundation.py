@@ -254,6 +254,56 @@ def test_tier_slice_file_differs():
     assert item['state'] == 'drifted' and item['live'].endswith('unit file differs')
 
 
+BUDGET = '/run/systemd/system/machine-gold.slice.d/50-kvmlab-weight-budget.conf'
+SET_PROPERTY = '/run/systemd/system.control/machine-gold.slice.d/50-CPUWeight.conf'
+
+
+def _budget(weight, dropins=(BUDGET,), **cgroup):
+    reading = _reading(weight=str(weight), **cgroup)
+    reading.update(dropins=list(dropins), budget={'path': BUDGET, 'weight': weight})
+    return reading
+
+
+def test_tier_slice_weight_budget_is_applied():
+    item = fd.tier_slice_item('machine-gold.slice', 512, _budget(341, cpu_weight=341))
+    assert item['state'] == 'applied'
+    assert item['live'] == ('systemd 341, cgroup cpu.weight 341, applied (weight budget 341 of 512 while guests '
+                            'wait for their move)')
+    # the budget drop-in says 341 but systemd was not reloaded, or the kernel does not carry it
+    assert fd.tier_slice_item('machine-gold.slice', 512, dict(_budget(341, cpu_weight=512),
+                                                              properties={'CPUWeight': '512'}))['state'] == 'drifted'
+    assert fd.tier_slice_item('machine-gold.slice', 512, _budget(341, cpu_weight=512))['state'] == 'drifted'
+
+
+def test_tier_slice_other_runtime_override_is_drift_even_with_the_budget():
+    # set-property --runtime beside the budget drop-in: drift, whichever of the two wins
+    for weight in (341, 100):
+        reading = _budget(341, dropins=(BUDGET, SET_PROPERTY), cpu_weight=weight)
+        reading['properties']['CPUWeight'] = str(weight)
+        item = fd.tier_slice_item('machine-gold.slice', 512, reading)
+        assert item['state'] == 'drifted' and ('runtime override %s' % SET_PROPERTY) in item['live']
+    # a set-property override alone that happens to carry the tier weight is drift too
+    reading = dict(_reading(weight='512', cpu_weight=512), dropins=[SET_PROPERTY])
+    assert fd.tier_slice_item('machine-gold.slice', 512, reading)['state'] == 'drifted'
+    # the foundation's own definition and vendor drop-ins are not overrides
+    reading = dict(_reading(weight='512', cpu_weight=512), dropins=['/etc/systemd/system/machine-gold.slice.d/x.conf'])
+    assert fd.tier_slice_item('machine-gold.slice', 512, reading)['state'] == 'applied'
+
+
+def test_tier_slice_budget_file_not_ours_is_drift():
+    reading = dict(_reading(weight='341', cpu_weight=341), dropins=[BUDGET], budget={'path': BUDGET, 'weight': None})
+    item = fd.tier_slice_item('machine-gold.slice', 512, reading)
+    assert item['state'] == 'drifted' and ('runtime override %s' % BUDGET) in item['live']
+    assert 'is not a weight budget drop-in of ours' in item['live']
+
+
+def test_runtime_overrides():
+    assert fd.runtime_overrides([BUDGET, SET_PROPERTY, '/etc/systemd/system.control/x.slice.d/50-CPUWeight.conf',
+                                 '/etc/systemd/system/x.slice.d/y.conf'], BUDGET) == [
+        SET_PROPERTY, '/etc/systemd/system.control/x.slice.d/50-CPUWeight.conf']
+    assert fd.runtime_overrides(None) == []
+
+
 def test_host_slice_judged_on_effective_cpuset():
     ok = _reading(allowed=R, cpuset_cpus=R, cpuset_cpus_effective=R)
     assert fd.host_slice_item('system.slice', R, ok)['state'] == 'applied'
@@ -272,6 +322,23 @@ def test_host_slice_stock_and_stale_cpuset():
     # drop-in gone but the kernel kept the cpuset: still confined, not stock
     stale = _reading(False, False, cpuset_cpus=R, cpuset_cpus_effective=R)
     assert fd.host_slice_item('system.slice', R, stale)['state'] == 'drifted'
+    assert fd.host_slice_item('system.slice', R, stale, '0-7')['state'] == 'drifted'
+
+
+def test_host_slice_widened_to_every_cpu_is_stock():
+    # after rollback on a kernel that refuses to empty a populated cgroup's cpuset.cpus
+    widened = _reading(False, False, cpuset_cpus='0-7', cpuset_cpus_effective='0-7')
+    item = fd.host_slice_item('system.slice', R, widened, '0-7')
+    assert item['state'] == 'stock'
+    assert item['live'].endswith('(every online CPU: confines nothing; empty again from the next boot)')
+    # without the online set, or with a CPU missing, it is not
+    assert fd.host_slice_item('system.slice', R, widened)['state'] == 'drifted'
+    assert fd.host_slice_item('system.slice', R, widened, '0-8')['state'] == 'drifted'
+    narrower = _reading(False, False, cpuset_cpus='0-6', cpuset_cpus_effective='0-6')
+    assert fd.host_slice_item('system.slice', R, narrower, '0-7')['state'] == 'drifted'
+    # systemd still restricting it is drift whatever the cgroup says
+    restricted = _reading(False, False, allowed='0-7', cpuset_cpus='0-7', cpuset_cpus_effective='0-7')
+    assert fd.host_slice_item('system.slice', R, restricted, '0-7')['state'] == 'drifted'
 
 
 def test_status_verdict_and_summary():

@@ -21,7 +21,11 @@ def test_mixed_names_what_is_off():
     result = verdict(items('applied', 'stock', 'drifted'))
     assert result['verdict'] == 'drifted'
     assert result['drifted'] == ['item2'] and result['stock'] == ['item1']
-    assert 'item2, item1 not as intended (1 of 3 items applied)' in result['summary']
+    assert result['summary'] == 'drifted: item2 not as intended; item1 still stock (1 of 3 items applied)'
+    only_drift = verdict(items('applied', 'drifted', 'drifted'))
+    assert only_drift['summary'] == 'drifted: item1, item2 not as intended (1 of 3 items applied)'
+    only_stock = verdict(items('applied', 'stock'))
+    assert only_stock['summary'] == 'drifted: item1 still stock (1 of 2 items applied)'
 
 
 def test_labels():
