@@ -225,8 +225,8 @@ def report(result, check_mode=False):
     for entry in result.get('planned', []):
         done = [m for m in result.get('moved', []) if m['name'] == entry['name']]
         if check_mode:
-            lines.append('%s: %s into %s (%s): %s' % (entry['name'], verb, entry['slice'], entry['partition'],
-                                                       ', '.join(entry['steps'])))
+            lines.append('%s: %s into %s (%s): %s'
+                         % (entry['name'], verb, entry['slice'], entry['partition'], ', '.join(entry['steps'])))
         elif done:
             moved = done[0]
             lines.append('%s: %s into %s, pid %s -> %s%s (%.1f s)' % (

@@ -197,8 +197,8 @@ def test_check_restarted():
     assert gm.check_restarted(ENTRY, 10, {'running': True, 'pid': 11, 'cgroup': SYSTEMD_GOLD}) is None
     assert gm.check_restarted(ENTRY, 10, {'running': False, 'pid': None, 'cgroup': None}) == \
         'it has no running QEMU process'
-    assert 'still the old one (pid 10)' in gm.check_restarted(ENTRY, 10, {'running': True, 'pid': 10,
-                                                                            'cgroup': SYSTEMD_GOLD})
+    same = {'running': True, 'pid': 10, 'cgroup': SYSTEMD_GOLD}
+    assert 'still the old one (pid 10)' in gm.check_restarted(ENTRY, 10, same)
     assert gm.check_restarted(ENTRY, 10, {'running': True, 'pid': 12, 'cgroup': SYSTEMD_OLD}) == (
         'it runs in cgroup %s, not in its tier partition /machine/gold (slice machine-gold.slice)' % SYSTEMD_OLD)
 
