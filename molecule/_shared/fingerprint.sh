@@ -16,8 +16,10 @@ foundation() {
     echo "pid1 Cpus_allowed_list $(awk '/^Cpus_allowed_list/ {print $2}' /proc/1/status)"
     for slice in system.slice user.slice machine.slice; do
         dir=/sys/fs/cgroup/$slice
-        echo "$slice cpuset.cpus '$(cat "$dir/cpuset.cpus" 2>/dev/null || echo -)'" \
-             "effective $(cat "$dir/cpuset.cpus.effective" 2>/dev/null || echo -)" \
+        # the raw cpuset.cpus on a line of its own: a kernel that refuses to
+        # empty it on a populated cgroup keeps a widened value until the next boot
+        echo "$slice cpuset.cpus '$(cat "$dir/cpuset.cpus" 2>/dev/null || echo -)'"
+        echo "$slice effective $(cat "$dir/cpuset.cpus.effective" 2>/dev/null || echo -)" \
              "cpu.weight $(cat "$dir/cpu.weight" 2>/dev/null || echo -)"
     done
     for dir in /sys/fs/cgroup/machine.slice/machine-*.slice; do
