@@ -940,8 +940,8 @@ def budget_lines(budget):
             '%s %d' % (unit, info['nodes'][unit]) for unit in order)))
     for item in budget['slices']:
         if item.get('action'):
-            lines.append('%s: %s -> %s (%s)' % (item['slice'], budget_dropin_value(item['before']),
-                                                 budget_dropin_value(item['after']), item['path']))
+            before, after = budget_dropin_value(item['before']), budget_dropin_value(item['after'])
+            lines.append('%s: %s -> %s (%s)' % (item['slice'], before, after, item['path']))
     return lines
 
 
