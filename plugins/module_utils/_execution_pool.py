@@ -945,21 +945,31 @@ def budget_lines(budget):
     return lines
 
 
-def budget_state(weight, total, unreadable):
-    """A tier's live total under machine.slice against its weight: ``applied`` only when they are equal."""
-    if unreadable or total != weight:
-        return 'drifted'
-    return 'applied'
+def budget_state(weight, total, unreadable, stock=False):
+    """A tier's live total under machine.slice against its weight.
+
+    ``applied`` only when they are equal (every node readable); ``stock``
+    when the layer set nothing (``stock``: every scope node at the kernel's
+    default weight and no budget drop-in on the slice); else ``drifted``.
+    """
+    if not unreadable and total == weight:
+        return 'applied'
+    if stock:
+        return 'stock'
+    return 'drifted'
 
 
-def budget_items(budget, live):
+def budget_items(budget, live, dropins=None):
     """One weight item per tier: the live total of its nodes under machine.slice against its weight.
 
     ``budget``: :func:`plan_budget`. ``live``: unit -> the kernel's
-    cpu.weight of that node (None when unreadable). A tier without a running
-    guest has no node: info. Items carry the node list (``nodes``: unit ->
-    ``{'budget', 'live', 'guests'}``) and the ``total``.
+    cpu.weight of that node (None when unreadable). ``dropins``: slice ->
+    the CPUWeight of its budget drop-in now (None or absent: no drop-in). A
+    tier without a running guest has no node: info. Items carry the node
+    list (``nodes``: unit -> ``{'budget', 'live', 'guests'}``) and the
+    ``total``.
     """
+    dropins = dropins or {}
     items = []
     for key in sorted(budget['tiers']):
         info = budget['tiers'][key]
@@ -979,8 +989,10 @@ def budget_items(budget, live):
             unit, nodes[unit]['live'] if nodes[unit]['live'] is not None else 'unreadable',
             '' if nodes[unit]['live'] == nodes[unit]['budget'] else ' [budget %d]' % nodes[unit]['budget'],
             nodes[unit]['guests'], '' if nodes[unit]['guests'] == 1 else 's') for unit in order)
+        stock = (dropins.get(info['slice']) is None
+                 and all(node['live'] == KERNEL_CPU_WEIGHT for unit, node in nodes.items() if unit != info['slice']))
         items.append(dict(base, live='total %d: %s' % (total, text), total=total,
-                          state=budget_state(weight, total, unreadable)))
+                          state=budget_state(weight, total, unreadable, stock)))
     return items
 
 

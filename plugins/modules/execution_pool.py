@@ -616,7 +616,8 @@ class Pool(object):
             record = placed['records'][entry['name']]
             items.extend(ep.guest_items(self.guest_view(entry, record, placed['scopes']), context, self.kind))
         if budget is not None:
-            items.extend(ep.budget_items(budget['plan'], budget['live']))
+            items.extend(ep.budget_items(budget['plan'], budget['live'],
+                                         dict((d['slice'], d['before']) for d in budget['dropins'])))
         if self.kind == 'placement':
             items.extend(ep.slice_items(placed['slices'], self.params['tiers']))
             items.extend(ep.excluded_items(placed['excluded']))

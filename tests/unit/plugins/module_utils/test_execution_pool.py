@@ -572,6 +572,24 @@ def test_budget_state_rule():
     assert ep.budget_state(512, 512, []) == 'applied'
     assert ep.budget_state(512, 511, []) == 'drifted'
     assert ep.budget_state(512, 512, ['x.scope']) == 'drifted'
+    assert ep.budget_state(512, 200, [], stock=True) == 'stock'
+
+
+def test_budget_items_stock_host():
+    # before any apply: every scope at the kernel's default, the slice at its configured weight, no drop-in
+    plan = ep.plan_budget(BUDGET_TIERS, guests('gold', 1, 2) + guests('silver', 0, 2))
+    live = {'machine-gold.slice': 512, 'gold-w0.scope': 100, 'gold-w1.scope': 100,
+            'silver-w0.scope': 100, 'silver-w1.scope': 100}
+    found = dict((item['tier'], item['state']) for item in ep.budget_items(plan, live))
+    assert found == {'gold': 'stock', 'silver': 'stock', 'bronze': 'info'}
+    # a budget drop-in left on the slice is the layer's doing: not stock
+    found = dict((item['tier'], item['state'])
+                 for item in ep.budget_items(plan, live, {'machine-gold.slice': 171}))
+    assert found['gold'] == 'drifted'
+    # one scope weighted, the other not: drift
+    found = dict((item['tier'], item['state'])
+                 for item in ep.budget_items(plan, dict(live, **{'silver-w0.scope': 167})))
+    assert found['silver'] == 'drifted'
 
 
 def test_weight_item_judges_a_waiting_scope_on_its_budget_share():

@@ -260,6 +260,9 @@ def test_all_waiting_scopes_share_the_tier_weight_and_agree_with_libvirt(host):
     host.guest('s0', 'silver')
     inventory = [{'name': 'g0', 'tier': 'gold'}, {'name': 'g1', 'tier': 'gold'}, {'name': 'g2', 'tier': 'gold'},
                  {'name': 's0', 'tier': 'silver'}]
+    stock = run(host, state='query', guests=inventory)
+    assert items(stock)['gold weight budget']['state'] == 'stock'
+    assert items(stock)['gold weight budget']['total'] == 300
     first = run(host, guests=inventory, snapshot_path=host.snapshot)
     assert first['changed'] is True
     assert weights(host, 'g0', 'g1', 'g2') == [171, 171, 170]
@@ -397,6 +400,9 @@ def test_rollback_restores_live_shares_and_removes_the_drop_ins(host):
     assert dict((name, host.lib.domains[name].live['shares']) for name in ('g0', 'g1', 's0')) == before
     assert [host.units[host.scope_of[name]]['weight'] for name in ('g0', 'g1', 's0')] == ['', '', '']
     assert any(line.startswith('weight budget drop-ins restored as recorded') for line in restored['report'])
+    status = run(host, state='query', guests=inventory)
+    assert dict((i['tier'], i['state']) for i in status['items'] if i['name'].endswith(' weight budget')) == {
+        'gold': 'stock', 'silver': 'stock', 'bronze': 'info'}
 
 
 def test_rollback_of_an_older_snapshot_still_removes_our_drop_ins(host):
