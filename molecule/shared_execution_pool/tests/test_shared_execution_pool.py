@@ -70,13 +70,38 @@ def test_emulator_threads_and_iothreads_on_host_emulator(host, guest):
         assert counts["iothread"] == 0
 
 
+def scope_weight(host, guest):
+    return int(host.file(f"{scope_dir(host, guest)}/cpu.weight").content_string.strip())
+
+
 @pytest.mark.parametrize("guest", sorted(TIERS))
-def test_tier_weight_live_on_the_scope(host, guest):
-    directory = scope_dir(host, guest)
-    assert host.file(f"{directory}/cpu.weight").content_string.strip() == str(TIERS[guest][1])
-    scope = directory.rsplit("/", 1)[1]
+def test_budget_share_live_on_the_scope_agrees_with_systemd_and_libvirt(host, guest):
+    # every guest still runs in machine.slice: its scope carries its share of the tier's weight
+    # (weight / running guests of the tier, the remainder to the first scopes by unit name)
+    partition, weight = TIERS[guest]
+    running = [name for name, (part, _w) in TIERS.items() if part == partition]
+    share = scope_weight(host, guest)
+    assert weight // len(running) <= share <= -(-weight // len(running))
+    scope = scope_dir(host, guest).rsplit("/", 1)[1]
     out = host.check_output(f"systemctl show -p CPUWeight -p AllowedCPUs '{scope}'")
-    assert f"CPUWeight={TIERS[guest][1]}" in out.splitlines()
+    assert f"CPUWeight={share}" in out.splitlines()
+    # libvirt's live cpu_shares is the same value (libvirt writes the scope's CPUWeight)
+    sched = host.check_output(f"virsh schedinfo --live {guest}")
+    assert re.search(rf"^cpu_shares\s*:\s*{share}$", sched, re.M)
+
+
+def test_tier_weight_is_a_budget_over_machine_slice(host):
+    # a tier's scopes in machine.slice together carry exactly its weight, whatever its number of guests
+    totals = {}
+    for guest, (partition, weight) in TIERS.items():
+        totals.setdefault((partition, weight), 0)
+        totals[(partition, weight)] += scope_weight(host, guest)
+    assert all(total == weight for (_p, weight), total in totals.items()), totals
+
+
+def test_no_budget_drop_in_while_no_slice_holds_a_guest(host):
+    for name in ("gold", "silver", "bronze"):
+        assert not host.file(f"/run/systemd/system/machine-{name}.slice.d/50-kvmlab-weight-budget.conf").exists
 
 
 @pytest.mark.parametrize("guest", sorted(TIERS))
