@@ -42,4 +42,3 @@ def test_move_entry_point_check_then_move_then_nothing(fastvirt, partition, pend
     changed, _, out = role('move', spec, **extra)
     assert changed == 0 and fastvirt.guest_pid(name) == new_pid
     assert 'nothing to move' in out
-
