@@ -812,7 +812,9 @@ def weight_budget(tiers, guests):
 #: The runtime drop-in that carries a tier slice's budget share (``/run``: gone at the next boot, when every
 #: guest starts in its tier slice and the slice needs its configured weight only).
 BUDGET_UNIT_DIR = '/run/systemd/system'
-BUDGET_DROPIN = '50-kvmlab-weight-budget.conf'
+# 40-: sorts before systemctl set-property's 50-CPUWeight.conf, so an operator's runtime
+# override wins (and status names it as drift)
+BUDGET_DROPIN = '40-kvmlab-weight-budget.conf'
 BUDGET_MARKER = '# X-Kvmlab-Managed: kvmlab.host_resources.execution_pool weight budget'
 BUDGET_NOTE = 'weight budget %d of %d while guests wait for their move'
 

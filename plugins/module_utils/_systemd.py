@@ -416,7 +416,7 @@ def decide_mode(name, persistent, show):
 
 
 def plan_unit(item, show, unit_path, unit_text, dropin_path, dropin_text,
-              header=DEFAULT_HEADER, foreign='dropin', start=True, populated=None):
+              header=DEFAULT_HEADER, foreign='dropin', start=True, populated=None, runtime_values=None):
     """Plan one unit.
 
     ``item``: dict with ``name``, ``state``, ``persistent`` (True/False/None),
@@ -425,6 +425,11 @@ def plan_unit(item, show, unit_path, unit_text, dropin_path, dropin_text,
     ``show``: the unit's ``systemctl show`` block. ``unit_text``/``dropin_text``:
     current content of our unit file / drop-in path, None when missing.
     ``populated``: whether the unit's cgroup has processes (None: unknown).
+    ``runtime_values``: live values a runtime drop-in of the collection's
+    sets over the definition of a present persistent unit (the shared
+    execution pool's weight budget on a tier slice): expected live instead
+    of the wanted ones, and no change to make for them (the unit file still
+    carries the wanted values).
     Raises ``SystemdConfigError`` for what cannot be done.
     """
     name = item['name']
@@ -492,6 +497,7 @@ def plan_unit(item, show, unit_path, unit_text, dropin_path, dropin_text,
             # our unit file is the whole definition: what it leaves out is systemd's default
             for key in RESETTABLE_PROPERTIES:
                 compare.setdefault(key, '')
+        compare.update(runtime_values or {})
         plan.expected = compare
         plan.changes = property_changes(compare, current)
         plan.reload = bool(plan.file_action or plan.changes

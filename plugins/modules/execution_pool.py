@@ -32,7 +32,7 @@ description:
     C(cpu_shares) (libvirt writes the scope's C(CPUWeight) through systemd) and as the scope's runtime
     C(CPUWeight), so the two always agree; a moved guest's scope keeps the tier weight inside its slice. A tier
     slice that holds some but not all of its tier's running guests gets its share from a runtime drop-in of
-    this module, C(<runtime_unit_dir>/<slice>.d/50-kvmlab-weight-budget.conf) (then C(systemctl daemon-reload));
+    this module, C(<runtime_unit_dir>/<slice>.d/40-kvmlab-weight-budget.conf) (then C(systemctl daemon-reload));
     the drop-in is removed once all of the tier's running guests are in the slice or none runs. The persistent
     C(<shares>) stays the tier weight."
   - B(O(state=present)) takes a snapshot to O(snapshot_path) first when the file is absent (never
@@ -136,7 +136,7 @@ options:
   runtime_unit_dir:
     description:
       - Runtime systemd unit directory where the tier slices' weight budget drop-ins are written
-        (C(<slice>.d/50-kvmlab-weight-budget.conf)). It must be volatile (C(/run)), since after a reboot every guest
+        (C(<slice>.d/40-kvmlab-weight-budget.conf)). It must be volatile (C(/run)), since after a reboot every guest
         starts in its tier slice and no budget drop-in is needed.
     type: path
     default: /run/systemd/system

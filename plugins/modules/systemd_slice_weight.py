@@ -141,6 +141,14 @@ options:
       - Directory for the unit files and drop-ins the module writes.
     type: path
     default: /etc/systemd/system
+  runtime_unit_dir:
+    description:
+      - Where M(kvmlab.host_resources.execution_pool) writes a tier slice's weight budget drop-in
+        (C(<slice>.d/40-kvmlab-weight-budget.conf)) while some of the tier's running guests still wait in
+        C(machine.slice). A present unit's live C(CPUWeight) is then expected to be the budget's value,
+        not O(units[].cpu_weight); the unit file still carries O(units[].cpu_weight).
+    type: path
+    default: /run/systemd/system
   dropin_name:
     description:
       - File name of the drop-in written for slices defined by someone else.
@@ -489,6 +497,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _execution_pool as ep
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _snapshot as snap
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import (
     CpuListError,
@@ -627,12 +636,20 @@ class SliceWeight(object):
                 populated = cgroup_populated(show.get('ControlGroup'), self.cgroup_root)
                 if populated is None and show.get('TasksCurrent', '').isdigit():
                     populated = int(show['TasksCurrent']) > 0
+            runtime_values = None
+            if item['state'] == 'present':
+                # the shared execution pool's weight budget: a lower live CPUWeight while guests wait for their move
+                budget = ep.parse_budget_dropin(self.read_text(ep.budget_dropin_path(
+                    name, self.params['runtime_unit_dir'])))
+                if budget is not None and 'CPUWeight' in item.get('wanted', {}):
+                    runtime_values = {'CPUWeight': str(budget)}
             try:
                 plans.append(plan_unit(item, show, unit_path, self.read_text(unit_path),
                                        dropin_path, self.read_text(dropin_path),
                                        header=self.params['header'],
                                        foreign=self.params['foreign_units'],
-                                       start=self.params['start'], populated=populated))
+                                       start=self.params['start'], populated=populated,
+                                       runtime_values=runtime_values))
             except SystemdConfigError as exc:
                 errors.append(to_native(exc))
         if errors:
@@ -1022,6 +1039,7 @@ def main():
             state=dict(type='str', default='present', choices=['present', 'absent', 'restored']),
             snapshot_path=dict(type='path'),
             unit_dir=dict(type='path', default='/etc/systemd/system'),
+            runtime_unit_dir=dict(type='path', default='/run/systemd/system'),
             dropin_name=dict(type='str', default=DEFAULT_DROPIN),
             foreign_units=dict(type='str', default='dropin', choices=['dropin', 'fail']),
             header=dict(type='str', default=DEFAULT_HEADER),

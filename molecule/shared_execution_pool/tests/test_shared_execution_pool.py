@@ -101,7 +101,7 @@ def test_tier_weight_is_a_budget_over_machine_slice(host):
 
 def test_no_budget_drop_in_while_no_slice_holds_a_guest(host):
     for name in ("gold", "silver", "bronze"):
-        assert not host.file(f"/run/systemd/system/machine-{name}.slice.d/50-kvmlab-weight-budget.conf").exists
+        assert not host.file(f"/run/systemd/system/machine-{name}.slice.d/40-kvmlab-weight-budget.conf").exists
 
 
 @pytest.mark.parametrize("guest", sorted(TIERS))

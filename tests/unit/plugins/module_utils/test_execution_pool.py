@@ -528,11 +528,11 @@ def test_budget_dropin_text_round_trip_and_foreign_files():
     assert ep.parse_budget_dropin('[Slice]\nCPUWeight=341\n') is None  # not ours
     assert ep.parse_budget_dropin(ep.BUDGET_MARKER + '\n[Slice]\nCPUWeight=x\n') is None
     assert ep.budget_dropin_path('machine-gold.slice', '/run/systemd/system/') == \
-        '/run/systemd/system/machine-gold.slice.d/50-kvmlab-weight-budget.conf'
+        '/run/systemd/system/machine-gold.slice.d/40-kvmlab-weight-budget.conf'
 
 
 def test_budget_dropin_plan_write_keep_remove():
-    path = '/run/systemd/system/machine-gold.slice.d/50-kvmlab-weight-budget.conf'
+    path = '/run/systemd/system/machine-gold.slice.d/40-kvmlab-weight-budget.conf'
     write = ep.budget_dropin_plan('machine-gold.slice', 'gold', 341, 512, None, path)
     assert (write['action'], write['before'], write['after']) == ('write', None, 341)
     keep = ep.budget_dropin_plan('machine-gold.slice', 'gold', 341, 512, write['content'], path)

@@ -254,7 +254,7 @@ def test_tier_slice_file_differs():
     assert item['state'] == 'drifted' and item['live'].endswith('unit file differs')
 
 
-BUDGET = '/run/systemd/system/machine-gold.slice.d/50-kvmlab-weight-budget.conf'
+BUDGET = '/run/systemd/system/machine-gold.slice.d/40-kvmlab-weight-budget.conf'
 SET_PROPERTY = '/run/systemd/system.control/machine-gold.slice.d/50-CPUWeight.conf'
 
 

@@ -264,6 +264,24 @@ def test_plan_in_sync_slice_changes_nothing():
     assert plan.actions() == []
 
 
+def test_plan_weight_budget_runtime_value_is_expected_live():
+    # the shared execution pool's budget drop-in holds the slice at 171 while guests wait for their move
+    wanted = sd.wanted_properties(512)
+    text = sd.render_unit('machine-gold.slice', wanted)
+    show = show_block(ActiveState='active', FragmentPath=UNIT, CPUAccounting='yes', CPUWeight='171')
+    plan = sd.plan_unit(item(cpu_weight=512), show, UNIT, text, DROPIN, None, runtime_values={'CPUWeight': '171'})
+    assert not plan.changed and plan.actions() == []
+    assert plan.expected['CPUWeight'] == '171'
+    assert 'CPUWeight=512' in plan.content
+    # without it the same live value is a change to make (and a mismatch after it)
+    plan = sd.plan_unit(item(cpu_weight=512), show, UNIT, text, DROPIN, None)
+    assert plan.changes == {'CPUWeight': {'before': '171', 'after': '512'}} and plan.reload
+    # a live value that is neither is still a change
+    show = show_block(ActiveState='active', FragmentPath=UNIT, CPUAccounting='yes', CPUWeight='100')
+    plan = sd.plan_unit(item(cpu_weight=512), show, UNIT, text, DROPIN, None, runtime_values={'CPUWeight': '171'})
+    assert plan.changes == {'CPUWeight': {'before': '100', 'after': '171'}}
+
+
 def test_plan_unit_file_leaves_out_what_is_not_wanted():
     # our file is the whole definition: a quota left over in systemd is a change
     wanted = sd.wanted_properties(512)
