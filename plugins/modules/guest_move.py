@@ -326,14 +326,17 @@ class Mover(object):
                 raise Failure('guest %s: cannot read its persistent XML: %s' % (name, self.describe(exc)))
             partition = lv.parse_domain_xml(xml)['partition']
             proc = self.proc(name) if state in gm.RUNNING_STATES else {}
+            problem = None
             try:
                 pending = gm.partition_pending(state, partition, proc.get('cgroup'))
             except gm.MoveError as exc:
-                raise Failure('guest %s is %s but %s: looked for %s/%s.pid and %s/<pid>/cgroup'
-                              % (name, state, exc, self.params['pid_dir'], name, self.params['proc_root']))
+                # judged only if the guest is to be moved (an excluded guest may run anywhere)
+                pending = True
+                problem = ('guest %s is %s but %s: looked for %s/%s.pid and %s/<pid>/cgroup'
+                           % (name, state, exc, self.params['pid_dir'], name, self.params['proc_root']))
             guests.append({'name': name, 'state': state, 'tier': ep.parse_metadata(xml)['tier'],
                            'partition': partition, 'cgroup': proc.get('cgroup'), 'pid': proc.get('pid'),
-                           'pending': pending})
+                           'pending': pending, 'problem': problem})
         return doms, guests
 
     # -- one restart -------------------------------------------------------------
@@ -423,6 +426,10 @@ class Mover(object):
             raise Failure('%s at uri "%s"' % (exc, params['uri']))
         for name in planned['unknown']:
             self.module.warn('never_restart or exclude names %s, which is not a guest at uri "%s"' % (name, params['uri']))
+        problems = dict((g['name'], g['problem']) for g in guests if g['problem'])
+        for entry in planned['restart']:
+            if entry['name'] in problems:
+                raise Failure(problems[entry['name']])
         pids = dict((g['name'], g['pid']) for g in guests)
         self.planned = planned
         if not self.module.check_mode:

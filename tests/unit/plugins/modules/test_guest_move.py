@@ -21,6 +21,7 @@ import pytest
 
 from ansible_collections.kvmlab.host_resources.plugins.modules import guest_move
 from ansible_collections.kvmlab.host_resources.tests.unit.module_runner import run_module
+from ansible_collections.kvmlab.host_resources.tests.unit.plugins.modules.test_host_lock import warnings
 from ansible_collections.kvmlab.host_resources.tests.unit.plugins.modules.test_libvirt_pin import (
     FakeDomain,
     FakeError,
@@ -334,10 +335,10 @@ def test_a_named_guest_that_does_not_exist_fails_before_anything(fake):
     assert fake.life == []
 
 
-def test_unknown_never_restart_names_warn(fake):
+def test_unknown_never_restart_names_warn(fake, capsys):
     fake.add('a', active=False)
     result = ok(run(fake, never_restart=['typo']))
-    assert any('never_restart or exclude names typo, which is not a guest' in str(w) for w in result.get('warnings', []))
+    assert 'never_restart or exclude names typo, which is not a guest' in warnings(result, capsys)
 
 
 def test_excluded_and_paused_guests_are_not_touched(fake):
@@ -355,6 +356,17 @@ def test_a_running_guest_without_pid_file_fails_naming_it(fake):
     assert result['failed'] is True
     assert result['msg'].startswith('guest a is running but its QEMU process\'s cgroup is unknown')
     assert '%s/a.pid' % fake.pid_dir in result['msg'] and fake.life == []
+
+
+def test_a_guest_without_pid_file_that_is_not_to_be_moved_is_no_error(fake):
+    fake.add('a')
+    fake.add('b')
+    fake.add('c')
+    for name in ('a', 'b'):
+        os.unlink(os.path.join(fake.pid_dir, '%s.pid' % name))
+    result = ok(run(fake, exclude=['a'], never_restart=['b']))
+    assert [m['name'] for m in result['moved']] == ['c']
+    assert reasons(result) == {'a': 'excluded', 'b': 'never_restart'}
 
 
 @pytest.mark.parametrize('args, message', [
