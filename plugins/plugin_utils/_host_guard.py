@@ -1,0 +1,173 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmlab.host_resources contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The host_guard action's decisions (controller side): its settings, the module calls it makes, the run token.
+
+Plain functions, unit-tested: what :mod:`plugins.action.host_guard` runs is
+planned here and only executed there.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: the inventory variables that set the guard for every role at once, and their defaults
+INVENTORY_DEFAULTS = (
+    ('install_packages', 'kvmlab_install_packages', True),
+    ('lock', 'kvmlab_host_lock', True),
+    ('lock_path', 'kvmlab_host_lock_path', '/run/lock/kvmlab-host-resources.lock'),
+    ('lock_timeout', 'kvmlab_host_lock_timeout', 300),
+    ('lock_max_hold', 'kvmlab_host_lock_max_hold', 3600),
+)
+
+ARGUMENTS = {
+    'state': ('str', 'acquired'),
+    'owner': ('str', None),
+    'inputs': ('dict', {}),
+    'packages': ('list', []),
+    'python_modules': ('list', []),
+    'executables': ('list', []),
+    'systemd': ('bool', True),
+    'cgroup_controllers': ('list', ['cpu', 'cpuset']),
+    'install_packages': ('bool', None),
+    'lock': ('bool', None),
+    'lock_path': ('str', None),
+    'lock_timeout': ('int', None),
+    'lock_max_hold': ('int', None),
+}
+
+_TRUE = ('1', 'true', 'yes', 'on', 'y', 't')
+_FALSE = ('0', 'false', 'no', 'off', 'n', 'f')
+
+
+class GuardError(ValueError):
+    """A host_guard argument or kvmlab_* variable that cannot be used."""
+
+
+def _bool(name, value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise GuardError('%s must be a boolean, got %r' % (name, value))
+
+
+def _int(name, value):
+    if isinstance(value, bool):
+        raise GuardError('%s must be a whole number of seconds, got %r' % (name, value))
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise GuardError('%s must be a whole number of seconds, got %r' % (name, value))
+    if number < 0:
+        raise GuardError('%s must not be negative, got %d' % (name, number))
+    return number
+
+
+def _list(name, value):
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
+        raise GuardError('%s must be a list of names, got %r' % (name, value))
+    return list(value)
+
+
+def _convert(name, kind, value):
+    if kind == 'bool':
+        return _bool(name, value)
+    if kind == 'int':
+        return _int(name, value)
+    if kind == 'list':
+        return _list(name, value)
+    if kind == 'dict':
+        if not isinstance(value, dict):
+            raise GuardError('%s must be a mapping, got %r' % (name, value))
+        return value
+    if value is not None and not isinstance(value, str):
+        raise GuardError('%s must be a string, got %r' % (name, value))
+    return value
+
+
+def settings(args, variables):
+    """The guard's settings from the task's ``args`` and, for what they leave out, the kvmlab_* ``variables``.
+
+    Raises :class:`GuardError` naming the argument (or variable) that is wrong.
+    """
+    unknown = sorted(set(args) - set(ARGUMENTS))
+    if unknown:
+        raise GuardError('unsupported argument%s: %s (supported: %s)'
+                         % ('s' if len(unknown) > 1 else '', ', '.join(unknown), ', '.join(sorted(ARGUMENTS))))
+    out = {}
+    for name, (kind, default) in ARGUMENTS.items():
+        value = args.get(name)
+        if value is None:
+            value = default
+        out[name] = None if value is None else _convert(name, kind, value)
+    if out['state'] not in ('acquired', 'released'):
+        raise GuardError('state must be acquired or released, got %r' % out['state'])
+    for name, variable, default in INVENTORY_DEFAULTS:
+        if out[name] is None:
+            value = variables.get(variable, default)
+            kind = ARGUMENTS[name][0]
+            out[name] = _convert(variable, kind, default if value is None else value)
+    if not out['lock_path']:
+        raise GuardError('lock_path must not be empty')
+    return out
+
+
+def prerequisites_args(conf):
+    """The host_prerequisites call: what must be there (what the install step brings is not required yet)."""
+    installing = conf['install_packages'] and bool(conf['packages'])
+    return {
+        'systemd': conf['systemd'],
+        'cgroup2': conf['systemd'],
+        'cgroup_controllers': conf['cgroup_controllers'] if conf['systemd'] else [],
+        'python_modules': [] if installing else conf['python_modules'],
+        'executables': conf['executables'],
+    }
+
+
+def install_args(conf, check_mode):
+    """The ansible.builtin.apt call (Debian and Ubuntu package names), or None when nothing is to be installed."""
+    if not conf['install_packages'] or not conf['packages'] or check_mode:
+        return None
+    return {'name': conf['packages'], 'state': 'present'}
+
+
+def lock_args(conf, token, owner_user):
+    """The host_lock call for ``conf['state']``, or None when the lock is off."""
+    if not conf['lock']:
+        return None
+    if conf['state'] == 'released':
+        return {'path': conf['lock_path'], 'state': 'released', 'token': token}
+    return {'path': conf['lock_path'], 'state': 'acquired', 'token': token,
+            'owner': '%s: %s' % (owner_user or '?', conf['owner'] or 'kvmlab.host_resources'),
+            'timeout': conf['lock_timeout'], 'max_hold': conf['lock_max_hold']}
+
+
+def process_start(pid, proc_root='/proc'):
+    """The start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
+    try:
+        with open(os.path.join(proc_root, str(pid), 'stat')) as handle:
+            text = handle.read()
+    except (IOError, OSError):
+        return None
+    # the command name (field 2) is in parentheses and may hold spaces or parentheses
+    fields = text[text.rfind(')') + 2:].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def run_token(main_pid, proc_root='/proc'):
+    """One token per playbook run, the same in every worker: the main process's pid and start time.
+
+    Action plugins run in worker processes forked from the main
+    ``ansible-playbook`` process; its pid and start time name the run
+    (a reused pid has another start time).
+    """
+    start = process_start(main_pid, proc_root)
+    return 'run-%d-%s' % (main_pid, start or 'unknown')

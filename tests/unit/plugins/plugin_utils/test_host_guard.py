@@ -1,0 +1,92 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmlab.host_resources contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The host_guard action's decisions, rule by rule."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.kvmlab.host_resources.plugins.plugin_utils import _host_guard as guard
+
+
+def test_defaults_come_from_the_kvmlab_variables_then_the_builtin_ones():
+    conf = guard.settings({}, {})
+    assert conf['state'] == 'acquired' and conf['install_packages'] is True and conf['lock'] is True
+    assert conf['lock_path'] == '/run/lock/kvmlab-host-resources.lock'
+    assert (conf['lock_timeout'], conf['lock_max_hold']) == (300, 3600)
+    conf = guard.settings({}, {'kvmlab_install_packages': 'false', 'kvmlab_host_lock': False,
+                               'kvmlab_host_lock_path': '/tmp/l', 'kvmlab_host_lock_timeout': '5'})
+    assert (conf['install_packages'], conf['lock'], conf['lock_path'], conf['lock_timeout']) == (False, False, '/tmp/l', 5)
+
+
+def test_an_argument_wins_over_the_variable():
+    conf = guard.settings({'install_packages': True, 'lock_timeout': 7}, {'kvmlab_install_packages': False,
+                                                                         'kvmlab_host_lock_timeout': 5})
+    assert conf['install_packages'] is True and conf['lock_timeout'] == 7
+
+
+@pytest.mark.parametrize('args, variables, message', [
+    ({'state': 'held'}, {}, "state must be acquired or released, got 'held'"),
+    ({'lock_timeout': 'soon'}, {}, "lock_timeout must be a whole number of seconds, got 'soon'"),
+    ({}, {'kvmlab_host_lock_timeout': -1}, 'kvmlab_host_lock_timeout must not be negative, got -1'),
+    ({}, {'kvmlab_install_packages': 'maybe'}, "kvmlab_install_packages must be a boolean, got 'maybe'"),
+    ({'packages': [1]}, {}, 'packages must be a list of names, got [1]'),
+    ({'inputs': 'x'}, {}, "inputs must be a mapping, got 'x'"),
+    ({'colour': 'red'}, {}, 'unsupported argument: colour'),
+    ({}, {'kvmlab_host_lock_path': ''}, 'lock_path must not be empty'),
+])
+def test_bad_settings_name_the_argument_or_variable(args, variables, message):
+    with pytest.raises(guard.GuardError) as info:
+        guard.settings(args, variables)
+    assert str(info.value).startswith(message)
+
+
+def test_prerequisites_do_not_require_what_the_install_step_brings():
+    conf = guard.settings({'packages': ['python3-libvirt'], 'python_modules': ['libvirt'],
+                           'executables': ['systemctl']}, {})
+    assert guard.prerequisites_args(conf) == {'systemd': True, 'cgroup2': True, 'cgroup_controllers': ['cpu', 'cpuset'],
+                                              'python_modules': [], 'executables': ['systemctl']}
+    # without installing, the modules must be there already
+    conf = guard.settings({'packages': ['python3-libvirt'], 'python_modules': ['libvirt'], 'install_packages': False}, {})
+    assert guard.prerequisites_args(conf)['python_modules'] == ['libvirt']
+    # no systemd required: no cgroup v2 either
+    conf = guard.settings({'systemd': False}, {})
+    assert guard.prerequisites_args(conf)['cgroup2'] is False and guard.prerequisites_args(conf)['cgroup_controllers'] == []
+
+
+def test_install_only_what_is_asked_and_never_in_check_mode():
+    conf = guard.settings({'packages': ['a', 'b']}, {})
+    assert guard.install_args(conf, False) == {'name': ['a', 'b'], 'state': 'present'}
+    assert guard.install_args(conf, True) is None
+    assert guard.install_args(guard.settings({}, {}), False) is None
+    assert guard.install_args(guard.settings({'packages': ['a']}, {'kvmlab_install_packages': False}), False) is None
+
+
+def test_lock_calls():
+    conf = guard.settings({'owner': 'lab_host_resource_management apply'}, {'kvmlab_host_lock_timeout': 9})
+    assert guard.lock_args(conf, 'run-1-2', 'ops') == {
+        'path': '/run/lock/kvmlab-host-resources.lock', 'state': 'acquired', 'token': 'run-1-2',
+        'owner': 'ops: lab_host_resource_management apply', 'timeout': 9, 'max_hold': 3600}
+    released = guard.settings({'state': 'released'}, {})
+    assert guard.lock_args(released, 'run-1-2', None) == {
+        'path': '/run/lock/kvmlab-host-resources.lock', 'state': 'released', 'token': 'run-1-2'}
+    assert guard.lock_args(guard.settings({'lock': False}, {}), 't', 'ops') is None
+
+
+def test_run_token_is_the_main_process_pid_and_start(tmp_path):
+    proc = tmp_path / 'proc'
+    (proc / '4242').mkdir(parents=True)
+    # a command name with spaces and parentheses; field 22 (starttime) is 98765
+    fields = ['S'] + [str(n) for n in range(4, 22)] + ['98765', '0']
+    (proc / '4242' / 'stat').write_text('4242 (ansible (pb) x) %s\n' % ' '.join(fields))
+    assert guard.process_start(4242, str(proc)) == '98765'
+    assert guard.run_token(4242, str(proc)) == 'run-4242-98765'
+    assert guard.run_token(4243, str(proc)) == 'run-4243-unknown'
+
+
+def test_run_token_of_this_process_is_stable():
+    assert guard.run_token(os.getpid()) == guard.run_token(os.getpid())
+    assert guard.run_token(os.getpid()) != 'run-%d-unknown' % os.getpid()
