@@ -45,7 +45,7 @@ class ActionModule(ActionBase):
                                   % (', '.join(conf['packages']), installed.get('msg', 'package failed')))
                     return result
                 result['changed'] = bool(installed.get('changed'))
-        lock = guard.lock_args(conf, token, os.environ.get('USER'))
+        lock = guard.lock_args(conf, token, guard.controller_user())
         if lock is not None:
             held = self._call('kvmlab.host_resources.host_lock', lock, task_vars)
             result['lock'] = held

@@ -9,6 +9,7 @@ planned here and only executed there.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 #: the inventory variables that set the guard for every role at once, and their defaults
@@ -150,6 +151,18 @@ def lock_args(conf, token, owner_user):
             'timeout': conf['lock_timeout'], 'max_hold': conf['lock_max_hold']}
 
 
+def controller_user():
+    """Who runs the playbook (USER, else the name of the uid), for the lock's owner line."""
+    name = os.environ.get('USER') or os.environ.get('LOGNAME')
+    if name:
+        return name
+    try:
+        import pwd  # pylint: disable=import-outside-toplevel
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return 'uid %d' % os.getuid()
+
+
 def process_start(pid, proc_root='/proc'):
     """The start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
     try:
@@ -167,7 +180,9 @@ def run_token(main_pid, proc_root='/proc'):
 
     Action plugins run in worker processes forked from the main
     ``ansible-playbook`` process; its pid and start time name the run
-    (a reused pid has another start time).
+    (a reused pid has another start time). ``run-PID-`` and 20 hex digits of
+    their SHA-256 (host_lock wants at least 16 characters).
     """
     start = process_start(main_pid, proc_root)
-    return 'run-%d-%s' % (main_pid, start or 'unknown')
+    digest = hashlib.sha256(('%d:%s' % (main_pid, start or 'unknown')).encode('ascii')).hexdigest()
+    return 'run-%d-%s' % (main_pid, digest[:20])

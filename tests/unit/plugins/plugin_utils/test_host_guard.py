@@ -83,10 +83,22 @@ def test_run_token_is_the_main_process_pid_and_start(tmp_path):
     fields = ['S'] + [str(n) for n in range(4, 22)] + ['98765', '0']
     (proc / '4242' / 'stat').write_text('4242 (ansible (pb) x) %s\n' % ' '.join(fields))
     assert guard.process_start(4242, str(proc)) == '98765'
-    assert guard.run_token(4242, str(proc)) == 'run-4242-98765'
-    assert guard.run_token(4243, str(proc)) == 'run-4243-unknown'
+    token = guard.run_token(4242, str(proc))
+    assert token.startswith('run-4242-') and len(token) == len('run-4242-') + 20 and len(token) >= 16
+    # another start time of the same pid (a reused pid) is another run
+    (proc / '4242' / 'stat').write_text('4242 (ansible (pb) x) %s\n' % ' '.join(fields).replace('98765', '98766'))
+    assert guard.run_token(4242, str(proc)) != token
+    assert guard.run_token(4243, str(proc)).startswith('run-4243-')
 
 
 def test_run_token_of_this_process_is_stable():
     assert guard.run_token(os.getpid()) == guard.run_token(os.getpid())
-    assert guard.run_token(os.getpid()) != 'run-%d-unknown' % os.getpid()
+    assert guard.process_start(os.getpid()) is not None
+
+
+def test_controller_user(monkeypatch):
+    monkeypatch.setenv('USER', 'ops')
+    assert guard.controller_user() == 'ops'
+    monkeypatch.delenv('USER')
+    monkeypatch.delenv('LOGNAME', raising=False)
+    assert guard.controller_user()
