@@ -4,8 +4,8 @@
 """guest_move against real QEMU guests on the private libvirtd.
 
 No systemd here: a tier partition ``/machine/<token>gold`` is the cgroup v1
-folder ``machine/<token>gold.partition`` (made by the fixture, as the host
-foundation would make the slice). A spinning guest starts in ``/machine``,
+folder ``machine/<token>gold.partition`` (made by test_contention_guests'
+``lab`` fixture, as the host foundation would make the slice). A spinning guest starts in ``/machine``,
 then gets the partition in its persistent XML, as apply gives it: the
 partition is pending. The lab's spin kernel answers no ACPI shutdown, so
 ``method: shutdown`` times out: with ``destroy_after_timeout`` that proves
@@ -16,40 +16,18 @@ read back independently: the QEMU pid from libvirt's pid file and its
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import pytest
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _libvirt as lv
 from ansible_collections.kvmlab.host_resources.plugins.modules import guest_move
 from ansible_collections.kvmlab.host_resources.tests.unit.module_runner import run_module
-
-V1 = '/sys/fs/cgroup'
-CONTROLLERS = ('cpu', 'cpuset', 'memory', 'blkio', 'unified')
+from test_contention_guests import lab  # noqa: F401  pylint: disable=unused-import
 
 
 @pytest.fixture
-def partition(fastvirt):  # pylint: disable=unused-argument
-    """A tier partition of this test (unique name); its folders go once the guests are gone."""
-    if not os.path.isdir(os.path.join(V1, 'cpu', 'machine')):
-        pytest.skip('needs the cgroup v1 cpu controller with libvirt\'s machine folder (see HARNESS.md 2)')
-    token = 'fv' + uuid.uuid4().hex[:6]
-    made = []
-    for controller in CONTROLLERS:
-        parent = os.path.join(V1, controller, 'machine')
-        if not os.path.isdir(parent):
-            continue
-        path = os.path.join(parent, '%sgold.partition' % token)
-        os.mkdir(path)
-        made.append(path)
-        if controller == 'cpuset':
-            for name in ('cpuset.cpus', 'cpuset.mems'):
-                with open(os.path.join(parent, name)) as src, open(os.path.join(path, name), 'w') as dst:
-                    dst.write(src.read())
-    yield '/machine/%sgold' % token
-    for path in reversed(made):
-        os.rmdir(path)
+def partition(lab):  # noqa: F811  pylint: disable=redefined-outer-name
+    """The Gold partition of this test's tier partitions (test_contention_guests' ``lab``: unique folders)."""
+    return lab['tiers']['gold']['partition']
 
 
 def cgroup_of(pid):

@@ -14,17 +14,15 @@ ansible-playbook as in test_shared_execution_pool (its ``role`` fixture).
 
 from __future__ import annotations
 
+from test_contention_guests import lab  # noqa: F401  pylint: disable=unused-import
 from test_guest_move import cgroup_of, partition, pending  # noqa: F401  pylint: disable=unused-import
 from test_shared_execution_pool import _two_cpu_pools, live, role  # noqa: F401  pylint: disable=unused-import
 
 
-def test_move_entry_point_check_then_move_then_nothing(fastvirt, partition, pending, role):  # noqa: F811
-    token_tiers = {'gold': {'partition': partition, 'cpu_weight': 512, 'shares': 512},
-                   'silver': {'partition': partition.replace('gold', 'silver'), 'cpu_weight': 333, 'shares': 333},
-                   'bronze': {'partition': partition.replace('gold', 'bronze'), 'cpu_weight': 167, 'shares': 167}}
+def test_move_entry_point_check_then_move_then_nothing(fastvirt, lab, partition, pending, role):  # noqa: F811
     name, pid = pending('move')                                      # partition pending, as after apply
     spec = [{'name': name, 'tier': 'gold'}]
-    extra = dict(shared_execution_pool_tiers=token_tiers, shared_execution_pool_move_shutdown_timeout=1,
+    extra = dict(shared_execution_pool_tiers=lab['tiers'], shared_execution_pool_move_shutdown_timeout=1,
                  shared_execution_pool_move_destroy_after_timeout=True)
 
     changed, _, out = role('move', spec, check=True, **extra)
