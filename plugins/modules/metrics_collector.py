@@ -89,7 +89,8 @@ options:
       - >-
         JSON file the roles' status entry points may write,
         C({"layers": {"<layer>": {"verdict": "applied"}}}), read for the C(kvmlab_policy_status)
-        gauge; absent file, no series.
+        gauge; absent file, no series. The snapshot records it, so O(state=absent) puts it back as it was
+        before the first install (removes the one the status playbook wrote).
     type: path
     default: /var/lib/kvmlab/policy_status.json
   interval:
@@ -390,8 +391,10 @@ class Installer(object):
             record_dirs = list(new_dirs) + [d for d in _metrics.missing_dirs(os.path.dirname(snapshot_path),
                                                                              os.path.isdir) if d not in new_dirs]
             try:
+                # the policy status file the status playbook writes while the collector is installed
+                extra = [self.p['policy_status_file']] if self.p['policy_status_file'] else []
                 snapshot = snap.capture('metrics', files=[f[0] for f in files] + [self.paths['output'],
-                                                                                  self.paths['state']],
+                                                                                  self.paths['state']] + extra,
                                         dirs=record_dirs, values={'unit_name': self.p['unit_name']})
                 if not self.module.check_mode:
                     snap.save(snapshot_path, snapshot)

@@ -58,7 +58,7 @@ def tree(tmp_path, monkeypatch):
         'install_dir': str(root / 'usr/local/lib/kvmlab'), 'config_path': str(root / 'etc/kvmlab/metrics.json'),
         'textfile_dir': str(root / 'var/lib/prometheus/node-exporter'), 'state_dir': str(root / 'var/lib/kvmlab/metrics'),
         'unit_dir': str(root / 'etc/systemd/system'), 'snapshot_path': str(root / 'var/lib/kvmlab/snapshots/metrics.json'),
-        'policy_status_file': '/var/lib/kvmlab/policy_status.json',
+        'policy_status_file': str(root / 'var/lib/kvmlab/policy_status.json'),
     }
     return root, fake, args
 
@@ -117,6 +117,9 @@ def test_install_then_idempotent_then_uninstall(tree):
     assert _metrics.run(str(root / 'etc/kvmlab/metrics.json'), str(out), str(root / 'var/lib/kvmlab/metrics/state.json'),
                         str(tmp_root(root))) == 0
 
+    # the status playbook writes the verdicts while the collector is installed
+    (root / 'var/lib/kvmlab/policy_status.json').write_text('{"layers": {"shared_execution_pool": "stock"}}\n')
+
     again = run_module(metrics_collector.main, args)
     assert again['changed'] is False, again
     assert again['files'] == [] and again['systemctl'] == []
@@ -135,6 +138,8 @@ def test_install_then_idempotent_then_uninstall(tree):
 
     gone = run_module(metrics_collector.main, dict(args, state='absent'))
     assert gone['changed'] is True
+    # everything it added is gone, the policy status file included
+    assert not (root / 'var/lib/kvmlab/policy_status.json').exists()
     assert _listing(root) == before
     assert gone['snapshot']['action'] == 'restored'
     assert fake.enabled == set()
