@@ -32,6 +32,7 @@ extends_documentation_fragment:
   - kvmlab.host_resources.attributes
 attributes:
   action:
+    description: Runs on the controller and calls modules on the host.
     support: full
   check_mode:
     support: full

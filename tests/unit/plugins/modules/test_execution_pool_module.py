@@ -216,7 +216,10 @@ def host(tmp_path, monkeypatch):
     fake = FakeHost(tmp_path, lib)
     monkeypatch.setattr(mod, 'libvirt', lib)
     monkeypatch.setattr(mod._qemu, 'read_guest', fake.read_guest)
-    monkeypatch.setattr(mod.AnsibleModule, 'run_command', lambda module, args, **kw: fake.run_command(module, args, **kw))
+
+    def run_command(module, args, **kwargs):
+        return fake.run_command(module, args, **kwargs)
+    monkeypatch.setattr(mod.AnsibleModule, 'run_command', run_command)
     monkeypatch.setattr(mod.AnsibleModule, 'get_bin_path',
                         lambda module, name, required=False, **kw: SYSTEMCTL if name == 'systemctl' else None)
     fake.snapshot = os.path.join(fake.root, 'snapshots', 'pool.json')

@@ -23,8 +23,8 @@ def test_defaults_come_from_the_kvmlab_variables_then_the_builtin_ones():
 
 
 def test_an_argument_wins_over_the_variable():
-    conf = guard.settings({'install_packages': True, 'lock_timeout': 7}, {'kvmlab_install_packages': False,
-                                                                         'kvmlab_host_lock_timeout': 5})
+    variables = {'kvmlab_install_packages': False, 'kvmlab_host_lock_timeout': 5}
+    conf = guard.settings({'install_packages': True, 'lock_timeout': 7}, variables)
     assert conf['install_packages'] is True and conf['lock_timeout'] == 7
 
 
