@@ -103,10 +103,13 @@ test-oldest: collection-link $(VENV_OLDEST)/.stamp
 	PATH=$(CURDIR)/$(VENV_OLDEST)/bin:$$PATH $(PY_OLDEST) -m pytest -q -p no:cacheprovider \
 		tests/unit tests/integration/playbooks tests/integration/packaging
 
-# The scenarios CI runs. host_resource_management, memory, lifecycle and
-# contention are not yet green on the 0.2.0 roles (see the closing notes of
-# issues 12 and 13); run them with `make test-molecule-all`.
-CI_SCENARIOS ?= lab shared_execution_pool
+# The scenarios CI runs, on one shared lab host (tools/run-molecule), in an
+# order where each scenario that needs the host as booted follows one that
+# leaves it so: one fresh boot, after host_resource_management (cpuset.cpus
+# stays widened until a boot); contention, which leaves the foundation
+# applied, last. `make test-molecule-all` runs every scenario, lab and
+# metrics included (metrics is not yet proven green: see the closing note).
+CI_SCENARIOS ?= memory shared_execution_pool lifecycle host_resource_management contention
 
 test-molecule: deps
 	tools/run-molecule $(CI_SCENARIOS)
