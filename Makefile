@@ -6,11 +6,11 @@ SHELL := /bin/bash
 
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
+BUILD       := .build
 # The oldest ansible-core meta/runtime.yml claims (requirements-oldest.txt), under
 # .build/ so that git (and the ansible-test tree made from git ls-files) ignores it.
 VENV_OLDEST ?= $(BUILD)/venv-oldest
 PY_OLDEST   := $(VENV_OLDEST)/bin/python
-BUILD       := .build
 COLL_LINK   := $(BUILD)/collections/ansible_collections/kvmlab/host_resources
 TEST_TREE   := $(BUILD)/ansible-test/ansible_collections/kvmlab/host_resources
 LAB_DIR     ?= .lab
