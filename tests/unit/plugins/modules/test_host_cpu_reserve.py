@@ -17,7 +17,7 @@ import stat
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+from ansible_collections.kvmlab.host_resources.tests.unit.module_runner import patch_module_args
 
 from ansible_collections.kvmlab.host_resources.plugins.modules import host_cpu_reserve as mod
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _snapshot as snap
