@@ -637,11 +637,11 @@ class SliceWeight(object):
                 if populated is None and show.get('TasksCurrent', '').isdigit():
                     populated = int(show['TasksCurrent']) > 0
             runtime_values = None
-            if item['state'] == 'present':
+            if item['state'] == 'present' and 'CPUWeight' in item.get('wanted', {}):
                 # the shared execution pool's weight budget: a lower live CPUWeight while guests wait for their move
                 budget = ep.parse_budget_dropin(self.read_text(ep.budget_dropin_path(
                     name, self.params['runtime_unit_dir'])))
-                if budget is not None and 'CPUWeight' in item.get('wanted', {}):
+                if budget is not None:
                     runtime_values = {'CPUWeight': str(budget)}
             try:
                 plans.append(plan_unit(item, show, unit_path, self.read_text(unit_path),
