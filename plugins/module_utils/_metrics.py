@@ -279,6 +279,11 @@ def guest_cgroup(path):
     return '/' + '/'.join(parts)
 
 
+def is_guest_process_cgroup(path):
+    """Whether a process's cgroup path lies in a guest's cgroup (a machine scope or libvirt's ``.libvirt-qemu``)."""
+    return any(guest_name_of_cgroup(part) for part in (path or '').split('/') if part)
+
+
 def slice_cgroup(slice_name):
     """The cgroup path of a slice: ``machine-gold.slice`` -> ``/machine.slice/machine-gold.slice``."""
     if not slice_name or not slice_name.endswith('.slice'):
@@ -570,8 +575,11 @@ def find_guests(host, config):
         if cgroup_text is None:
             continue  # a stale pid file
         path = parse_proc_cgroup(cgroup_text)
-        cgroup = guest_cgroup(path) if path else None
-        guests[entry[:-len('.pid')]] = {'name': entry[:-len('.pid')], 'pid': pid, 'cgroup': cgroup}
+        if not is_guest_process_cgroup(path):
+            # not a guest: libvirt's own driver.pid (the QEMU driver's daemon),
+            # or a stale pid file whose number another process has now
+            continue
+        guests[entry[:-len('.pid')]] = {'name': entry[:-len('.pid')], 'pid': pid, 'cgroup': guest_cgroup(path)}
     known = set(g['cgroup'] for g in guests.values())
     for start in ('/machine.slice', '/machine'):
         for cgroup in _scopes_below(host, cgroup_root, start):

@@ -105,6 +105,15 @@ def test_status_field_cgroup_and_vcpu_names():
     assert m.vcpu_index('CPU 1/XYZ') is None
 
 
+def test_guest_process_cgroup():
+    assert m.is_guest_process_cgroup('/machine.slice/machine-gold.slice/machine-qemu\\x2d3\\x2dkvm\\x2dworker\\x2d01.scope/libvirt/emulator')
+    assert m.is_guest_process_cgroup('/machine/qemu-3-kvm-worker-01.libvirt-qemu/emulator')
+    assert not m.is_guest_process_cgroup('/system.slice/virtqemud.service')
+    assert not m.is_guest_process_cgroup('/user.slice/user-0.slice/session-1.scope')
+    assert not m.is_guest_process_cgroup('')
+    assert not m.is_guest_process_cgroup(None)
+
+
 def test_guest_names_and_cgroups():
     assert m.guest_name_of_cgroup('machine-qemu\\x2d3\\x2dkvm\\x2dworker\\x2d01.scope') == 'kvm-worker-01'
     assert m.guest_name_of_cgroup('qemu-7-vm1.libvirt-qemu') == 'vm1'
@@ -352,10 +361,15 @@ def test_guest_without_pid_file_found_by_its_scope_and_stale_pid_file(tmp_path):
     host.guest('lonely', 1, tier_slice='machine-gold.slice', pid_file=False)
     host.write('/run/libvirt/qemu/gone.pid', '99999')
     host.write('/run/libvirt/qemu/junk.pid', 'x')
+    # libvirt 9's QEMU driver keeps its daemon's pid in driver.pid next to the guests'
+    host.process(4242, 'virtqemud', '/system.slice/virtqemud.service', '0-1')
+    host.write('/run/libvirt/qemu/driver.pid', '4242')
     families, _state = _collect(host)
     info = _samples(families, 'kvmlab_guest_tier_info')
     assert (('guest', 'lonely'), ('tier', 'gold')) in info
     assert not [k for k in info if ('guest', 'gone') in k]
+    assert not [k for k in info if ('guest', 'driver') in k]
+    assert sorted(dict(k)['guest'] for k in info) == ['kvm-worker-01', 'kvm-worker-02', 'kvm-worker-03', 'lonely']
     assert _samples(families, 'kvmlab_tier_running_guests')[(('tier', 'gold'),)] == 2
 
 
