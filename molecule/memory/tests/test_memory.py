@@ -120,31 +120,42 @@ def test_snapshot_is_root_only_and_holds_the_stock_values(host, phase):
     assert data["values"]["zram_generator_installed"] is (stock["zram-generator"] == "installed")
 
 
+def ksm_counters(host):
+    return dict((name, int(read(host, "/sys/kernel/mm/ksm/" + name)))
+                for name in ("pages_sharing", "pages_shared", "pages_unshared", "pages_volatile", "full_scans"))
+
+
 def test_effect_figures_with_real_merging_and_compression(host, phase):
-    """KSM merges identical pages and zram compresses swapped-out pages; the module reports both."""
+    """KSM merges identical pages and zram compresses swapped-out pages; the module reports both.
+
+    The lab's guests are stopped while KSM is measured and started again
+    after. Their TCG guests' pages were seen to stall KSM's unstable tree on
+    the lab's 6.1 kernel (HARNESS.md): while they ran, not one page of a
+    fresh demo area merged (pages_unshared stayed 1, every other scanned page
+    "volatile", memcmp_pages never called, read with kprobes), whereas with
+    them stopped 2040 of the 2048 demo pages merged within 3 s. That is the
+    lab's guests, not the memory layer, so the demo runs on a host with no
+    other mergeable memory and the assertion stays what it was.
+    """
     only_in(phase, "applied")
+    running = host.check_output("virsh list --name").split()
     try:
+        for guest in running:
+            host.check_output("virsh destroy %s" % guest)
         host.check_output("systemd-run --quiet --collect --unit kvmlab-zram-demo -p MemoryMax=32M "
                           "-p MemorySwapMax=infinity python3 %s/zram_demo.py" % STATE)
-        # Pages of a fresh area sometimes stay "volatile" on the lab's 6.1
-        # kernel for minutes; a new area (new process) merges at once.
-        # (seen on a loaded machine: four fresh areas in a row stayed unmerged for 30 s each)
-        for attempt in range(6):
-            host.check_output("systemd-run --quiet --collect --unit kvmlab-ksm-demo-%d python3 %s/ksm_demo.py"
-                              % (attempt, STATE))
-            deadline = time.time() + 45
-            while time.time() < deadline and int(read(host, "/sys/kernel/mm/ksm/pages_sharing")) < 1000:
-                time.sleep(3)
-            if int(read(host, "/sys/kernel/mm/ksm/pages_sharing")) >= 1000:
-                break
-            host.run("systemctl stop kvmlab-ksm-demo-%d.service" % attempt)
+        host.check_output("systemd-run --quiet --collect --unit kvmlab-ksm-demo python3 %s/ksm_demo.py" % STATE)
+        deadline = time.time() + 90
+        while time.time() < deadline and ksm_counters(host)["pages_sharing"] < 1000:
+            time.sleep(3)
         deadline = time.time() + 120
         while time.time() < deadline and int(read(host, "/sys/block/zram0/mm_stat").split()[0]) < 32 * MIB:
             time.sleep(3)
+        counters = ksm_counters(host)
         result = host.ansible("kvmlab.host_resources.memory_oversub", "state=query", check=False)
         effect = result["effect"]
         journal = host.run("journalctl --no-pager -o cat -u 'kvmlab-*-demo*'").stdout
-        assert effect["ksm"]["pages_sharing"] >= 1000, (effect["ksm"], journal)
+        assert effect["ksm"]["pages_sharing"] >= 1000, (effect["ksm"], counters, journal)
         assert effect["ksm"]["saved_bytes"] == effect["ksm"]["pages_sharing"] * 4096
         zram = [z for z in effect["zram"] if z["device"] == "zram0"][0]
         assert zram["orig_data_bytes"] >= 32 * MIB, (zram, journal)
@@ -152,4 +163,6 @@ def test_effect_figures_with_real_merging_and_compression(host, phase):
         assert effect["swap"]["used_bytes"] >= 32 * MIB, effect["swap"]
         assert any("KSM: run 1" in line for line in result["report"])
     finally:
-        host.run("systemctl stop 'kvmlab-ksm-demo-*.service' kvmlab-zram-demo.service")
+        host.run("systemctl stop kvmlab-ksm-demo.service kvmlab-zram-demo.service")
+        for guest in running:
+            host.run("virsh start %s" % guest)
