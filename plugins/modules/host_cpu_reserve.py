@@ -52,10 +52,12 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Predicts the files, commands, PID 1 change and snapshot; only reads files and runs C(systemctl show).
+    details: >-
+      Predicts the files, commands, PID 1 change, service restarts and snapshot; only reads files and runs
+      C(systemctl show) and C(systemctl list-units).
   diff_mode:
     support: full
-    details: Before/after of every file written or restored and of PID 1's affinity.
+    details: Before/after of every file written or restored, of PID 1's affinity and of the restarted services' affinity.
   platform:
     platforms: posix
     details: Linux with systemd as PID 1; the slices are read from cgroup v2.
@@ -152,16 +154,33 @@ options:
     description: The irqbalance environment file.
     type: path
     default: /etc/default/irqbalance
+  restart_services:
+    description:
+      - With O(state=present), the services to restart when they run with an affinity other than
+        O(host_reserved). After the reserve is in place the module lists the running services whose
+        main process's C(Cpus_allowed_list) differs from O(host_reserved) (services started before the
+        new manager affinity keep theirs) and restarts, with one C(systemctl restart), those of them
+        named here; the others are returned in RV(stale_services).
+      - A name without a unit suffix means C(<name>.service). A named service that is not running, or
+        already runs on O(host_reserved), is left alone (not an error).
+      - In check mode nothing is restarted; a named service is predicted to be restarted when its
+        affinity differs from O(host_reserved).
+    type: list
+    elements: str
+    default: []
+    version_added: 0.2.0
   header:
     description: Comment written at the top of every file the module writes, one C(#) line per line.
     type: str
     default: 'Ansible managed (kvmlab.host_resources.host_cpu_reserve): local edits are overwritten'
 notes:
   - Services that were running before the new affinity keep theirs unless their slice confines them
-    (C(AllowedCPUs) on C(system.slice) and C(user.slice)); M(kvmlab.host_resources.service_affinity_info)
-    lists them.
+    (C(AllowedCPUs) on C(system.slice) and C(user.slice)); O(state=present) returns them in
+    RV(stale_services) and restarts those named in O(restart_services).
+    M(kvmlab.host_resources.service_affinity_info) lists them too, with their affinity.
   - C(changed) is true only when a file was (or would be) written or removed, a command other than a
-    read was (or would be) run, PID 1's affinity was (or would be) set, or the snapshot was written or removed.
+    read was (or would be) run (a service restart included), PID 1's affinity was (or would be) set, or
+    the snapshot was written or removed.
 seealso:
   - module: kvmlab.host_resources.systemd_slice_weight
   - module: kvmlab.host_resources.service_affinity_info
@@ -176,6 +195,13 @@ EXAMPLES = r'''
     host_reserved: "{{ pools.host_reserved }}"
     slices: "{{ slice_units }}"
     snapshot_path: /var/lib/kvmlab/snapshots/host-resource-management.json
+    restart_services: [ssh.service]
+  register: reserve
+
+- name: Services still on their old affinity
+  ansible.builtin.debug:
+    msg: "Restart to apply the new affinity: {{ reserve.stale_services | join(', ') }}"
+  when: reserve.stale_services | length > 0
 
 - name: Status of the host foundation
   kvmlab.host_resources.host_cpu_reserve:
@@ -330,12 +356,33 @@ status:
     items: [{name: PID 1 affinity, intended: '0-1,4-5', live: '0-1,4-5', state: applied}]
     pools: {host_reserved: '0-1,4-5'}
     snapshot: /var/lib/kvmlab/snapshots/host-resource-management.json
+stale_services:
+  description:
+    - With O(state=present), the running services whose main process's affinity differs from
+      O(host_reserved) after the run (they keep their old affinity until restarted), the restarted ones
+      excluded unless their new main process still differs (a warning says so).
+    - In check mode, the prediction (the stale services not named in O(restart_services)).
+  returned: when O(state=present)
+  type: list
+  elements: str
+  sample: [cron.service]
+  version_added: 0.2.0
+restarted_services:
+  description:
+    - With O(state=present), the services restarted (in check mode, that would be restarted) because
+      they were stale and named in O(restart_services).
+  returned: when O(state=present)
+  type: list
+  elements: str
+  sample: [ssh.service]
+  version_added: 0.2.0
 report:
   description: Readable lines saying what was done or found.
   returned: always
   type: list
   elements: str
-  sample: ['PID 1: 0-7 -> 0-1,4-5', 'wrote /etc/systemd/system.conf.d/90-kvmlab-host-resource-management.conf']
+  sample: ['PID 1: 0-7 -> 0-1,4-5', 'wrote /etc/systemd/system.conf.d/90-kvmlab-host-resource-management.conf',
+           'running services that keep their old affinity until restarted: cron.service', 'restarted: ssh.service']
 '''
 
 import os
@@ -344,6 +391,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _execution_pool as ep
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _services as svc
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _foundation as fd
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _snapshot as snap
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import (
@@ -579,6 +627,11 @@ class CpuReserve(object):
     def present(self):
         online = self.online()
         reserved, housekeeping, guest = self.pools(online)
+        try:
+            for name in self.p['restart_services']:
+                svc.unit_name(name)
+        except svc.ServicesError as exc:
+            raise Failure(to_native(exc))
         paths = self.all_paths()
         current = dict((path, self.read_text(path)) for path in paths)
         wanted = self.wanted_files(reserved, housekeeping, guest, current)
@@ -628,19 +681,63 @@ class CpuReserve(object):
             raise Failure('PID 1 runs on %s after daemon-reload, not host_reserved %s (drop-ins of the '
                           'manager: %s)' % (pid1_after, reserved, os.path.dirname(self.p['manager_dropin'])))
 
-        changed = written or bool(actions) or any(i['action'] != 'keep' for i in plan)
+        services = self.services(reserved)
+
+        changed = (written or bool(actions) or any(i['action'] != 'keep' for i in plan)
+                   or bool(services['restarted']))
         result = self.result('present', changed, reserved, online,
                              files=[{'path': i['path'], 'action': i['action']} for i in plan],
                              pid1={'before': pid1_before, 'after': pid1_after, 'wanted': reserved},
-                             snapshot=self.snapshot_info(snapshot, exists=bool(snapshot), written=written))
+                             snapshot=self.snapshot_info(snapshot, exists=bool(snapshot), written=written),
+                             stale_services=services['stale'], restarted_services=services['restarted'])
         if self.module._diff:
             diffs = [{'before_header': i['path'], 'after_header': i['path'],
                       'before': i['before'] or '', 'after': i['after']} for i in plan if i['action'] != 'keep']
             if pid1_before != reserved:
                 diffs.append({'before_header': 'PID 1 Cpus_allowed_list', 'after_header': 'PID 1 Cpus_allowed_list',
                               'before': pid1_before + '\n', 'after': reserved + '\n'})
+            if services['restarted']:
+                diffs.append({'before_header': 'restarted services Cpus_allowed_list',
+                              'after_header': 'restarted services Cpus_allowed_list',
+                              'before': services['diff_before'], 'after': services['diff_after']})
             result['diff'] = diffs
         return result
+
+    def services(self, reserved):
+        """Stale services after the reserve is in place; restarts the stale ones named in restart_services.
+
+        In check mode the reserve is not in place yet: the comparison with
+        host_reserved (what services get once it is) is the prediction.
+        """
+        expected = parse_cpulist(reserved)
+        try:
+            before = svc.read_services(self.read, self.systemctl, expected, PROC_ROOT)
+            plan = svc.restart_plan(before, self.p['restart_services'])
+        except (SystemdConfigError, svc.ServicesError) as exc:
+            raise Failure(to_native(exc))
+        restart = plan['restart']
+        stale = plan['stale']
+        affinity = dict((item['unit'], item['cpus_allowed']) for item in before)
+        after = dict((unit, reserved) for unit in restart)
+        if restart:
+            self.run([self.systemctl, 'restart', '--'] + restart)
+        if restart and not self.check:
+            try:
+                services_after = svc.read_services(self.read, self.systemctl, expected, PROC_ROOT)
+            except SystemdConfigError as exc:
+                raise Failure(to_native(exc))
+            outcome = svc.after_restart(plan, services_after)
+            stale = outcome['stale']
+            found = dict((item['unit'], item['cpus_allowed']) for item in services_after)
+            after = dict((unit, found.get(unit, 'not running')) for unit in restart)
+            for unit in outcome['still_stale']:
+                self.module.warn('%s was restarted but its main process runs on %s, not host_reserved %s '
+                                 '(its slice\'s cpuset decides: confine the slice with AllowedCPUs)'
+                                 % (unit, after[unit], reserved))
+        self.report.extend(svc.report_lines(stale, restart, plan['not_running'], self.check))
+        return {'stale': stale, 'restarted': restart,
+                'diff_before': ''.join('%s %s\n' % (unit, affinity[unit]) for unit in restart),
+                'diff_after': ''.join('%s %s\n' % (unit, after[unit]) for unit in restart)}
 
     # -- restored ----------------------------------------------------------
 
@@ -886,6 +983,7 @@ def main():
             grub_dropin=dict(type='path', default=fd.GRUB_DROPIN),
             irqbalance_ban=dict(type='bool', default=False),
             irqbalance_config=dict(type='path', default=fd.IRQBALANCE_CONFIG),
+            restart_services=dict(type='list', elements='str', default=[]),
             header=dict(type='str', default=fd.DEFAULT_HEADER),
         ),
         required_if=[

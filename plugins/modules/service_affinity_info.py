@@ -17,6 +17,12 @@ description:
   - A new systemd manager C(CPUAffinity=) applies only to services started after it;
     services already running keep their old affinity until restarted. This module tells
     which ones they are.
+notes:
+  - M(kvmlab.host_resources.host_cpu_reserve) applies the same comparison after the reserve is in place,
+    returns the stale services and restarts those given in
+    O(kvmlab.host_resources.host_cpu_reserve#module:restart_services).
+seealso:
+  - module: kvmlab.host_resources.host_cpu_reserve
 author:
   - kvmlab maintainers (@kvmlab)
 extends_documentation_fragment:
@@ -81,8 +87,6 @@ stale:
   sample: ["ssh.service", "cron.service"]
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import (
@@ -90,22 +94,11 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist imp
     format_cpulist,
     parse_cpulist,
 )
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._systemd import (
-    SystemdConfigError,
-    parse_show,
-    show_command,
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._services import (
+    read_services,
+    stale_units,
 )
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._topology import (
-    TopologyError,
-    read_cpus_allowed,
-)
-
-
-def _run(module, args):
-    rc, out, err = module.run_command(args, environ_update={'LC_ALL': 'C'})
-    if rc != 0:
-        module.fail_json(msg='%s failed' % ' '.join(args[:3]), rc=rc, stdout=out, stderr=err)
-    return out
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._systemd import SystemdConfigError
 
 
 def main():
@@ -123,27 +116,19 @@ def main():
     if not expected:
         module.fail_json(msg='expected is empty: give the cpulist services should run on')
     systemctl = module.get_bin_path('systemctl', required=True)
-    listing = _run(module, [systemctl, 'list-units', '--type=service', '--state=running',
-                            '--no-legend', '--plain', '--no-pager'])
-    units = [line.split()[0] for line in listing.splitlines() if line.strip()]
-    services = []
-    if units:
-        try:
-            shown = parse_show(_run(module, show_command(systemctl, units, ('Id', 'MainPID'))), units)
-        except SystemdConfigError as exc:
-            module.fail_json(msg=str(exc))
-        for unit in units:
-            pid = int(shown[unit].get('MainPID') or 0)
-            if pid <= 0 or not os.path.exists(os.path.join(module.params['proc_root'], str(pid))):
-                continue
-            try:
-                allowed = read_cpus_allowed(pid, module.params['proc_root'])
-            except TopologyError:
-                continue  # the process ended between listing and reading
-            services.append({'unit': unit, 'main_pid': pid, 'cpus_allowed': format_cpulist(allowed),
-                             'matches': allowed == expected})
+
+    def run(args):
+        rc, out, err = module.run_command(args, environ_update={'LC_ALL': 'C'})
+        if rc != 0:
+            module.fail_json(msg='%s failed' % ' '.join(args[:3]), rc=rc, stdout=out, stderr=err)
+        return out
+
+    try:
+        services = read_services(run, systemctl, expected, module.params['proc_root'])
+    except SystemdConfigError as exc:
+        module.fail_json(msg=str(exc))
     module.exit_json(changed=False, expected=format_cpulist(expected), services=services,
-                     stale=[item['unit'] for item in services if not item['matches']])
+                     stale=stale_units(services))
 
 
 if __name__ == '__main__':

@@ -5,7 +5,10 @@
 
 The fake manager behaves as systemd 252 does (HARNESS.md section 4):
 ``daemon-reload`` applies a ``CPUAffinity=`` found in the manager drop-in
-directory to PID 1, and removing the drop-in leaves PID 1 as it is.
+directory to PID 1, and removing the drop-in leaves PID 1 as it is. Its
+running services have a main process in the /proc tree; ``restart`` gives a
+service a new main process with PID 1's affinity (or, for a service whose
+slice confines it, the slice's CPUs).
 """
 
 from __future__ import annotations
@@ -60,7 +63,10 @@ class FakeHost(object):
         self.calls = []
         self.reload_applies = True
         self.slices = {}
+        self.services = {}
+        self.next_pid = 400
         self.missing = set()
+        self.warnings = []
 
     # -- PID 1 -------------------------------------------------------------
 
@@ -71,6 +77,29 @@ class FakeHost(object):
     def pid1(self):
         with open(os.path.join(self.proc, '1', 'status')) as handle:
             return handle.read().split('Cpus_allowed_list:\t')[1].strip()
+
+    # -- services ----------------------------------------------------------
+
+    def add_service(self, name, cpus, confined=None):
+        """A running service whose main process runs on ``cpus``; ``confined``: its slice's CPUs after a restart."""
+        self.next_pid += 1
+        pid = self.next_pid
+        os.makedirs(os.path.join(self.proc, str(pid)))
+        with open(os.path.join(self.proc, str(pid), 'status'), 'w') as handle:
+            handle.write('Name:\t%s\nPid:\t%d\nCpus_allowed_list:\t%s\n' % (name.split('.')[0], pid, cpus))
+        self.services[name] = {'pid': pid, 'confined': confined}
+        return pid
+
+    def service_cpus(self, name):
+        pid = self.services[name]['pid']
+        with open(os.path.join(self.proc, str(pid), 'status')) as handle:
+            return handle.read().split('Cpus_allowed_list:\t')[1].strip()
+
+    def restart(self, name):
+        old = self.services.pop(name)
+        os.remove(os.path.join(self.proc, str(old['pid']), 'status'))
+        os.rmdir(os.path.join(self.proc, str(old['pid'])))
+        self.add_service(name, old['confined'] or self.pid1(), old['confined'])
 
     # -- slices ------------------------------------------------------------
 
@@ -88,6 +117,8 @@ class FakeHost(object):
                 handle.write(text + '\n')
 
     def _show(self, name):
+        if name in self.services:
+            return 'Id=%s\nMainPID=%d\n' % (name, self.services[name]['pid'])
         unit = self.slices.get(name)
         if unit is None:
             return 'Id=%s\nLoadState=loaded\nActiveState=inactive\nControlGroup=\nCPUWeight=[not set]\n' % name
@@ -122,13 +153,24 @@ class FakeHost(object):
                             if line.startswith('CPUAffinity='):
                                 self.set_pid1(line.split('=', 1)[1].strip())
             return 0, '', ''
+        if verb == 'list-units':
+            assert args[2:] == ['--type=service', '--state=running', '--no-legend', '--plain', '--no-pager']
+            return 0, ''.join('%s loaded active running %s\n' % (name, name) for name in self.services), ''
+        if verb == 'restart':
+            names = args[args.index('--') + 1:]
+            for name in names:
+                if name not in self.services:
+                    return 5, '', 'Failed to restart %s: Unit %s not found.\n' % (name, name)
+            for name in names:
+                self.restart(name)
+            return 0, '', ''
         if verb in ('try-restart', 'stop'):
             return 0, '', ''
         raise AssertionError('unexpected command %r' % (args,))
 
     def changing_calls(self):
         return [call[1:] if call[0] == SYSTEMCTL else call for call in self.calls
-                if call[0] != SYSTEMCTL or call[1] != 'show']
+                if call[0] != SYSTEMCTL or call[1] not in ('show', 'list-units')]
 
 
 @pytest.fixture
@@ -158,10 +200,14 @@ def host(tmp_path, monkeypatch):
     def run_command(module, args, **kwargs):
         return fake.run_command(module, args, **kwargs)
 
+    def warn(module, msg):
+        fake.warnings.append(msg)
+
     monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
     monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
     monkeypatch.setattr(basic.AnsibleModule, 'run_command', run_command)
     monkeypatch.setattr(basic.AnsibleModule, 'get_bin_path', get_bin_path)
+    monkeypatch.setattr(basic.AnsibleModule, 'warn', warn)
     monkeypatch.setattr(mod, 'PROC_ROOT', fake.proc)
     monkeypatch.setattr(mod, 'ONLINE_CPUS_PATH', fake.online_path)
     monkeypatch.setattr(mod, 'CGROUP_ROOT', fake.cgroup)
@@ -323,6 +369,120 @@ def test_opt_in_grub_and_irqbalance(host):
 def test_kernel_args_need_housekeeping(host):
     result = apply(host, kernel_args=True)
     assert result['failed'] and 'host_housekeeping' in result['msg']
+
+
+# -- restart_services -----------------------------------------------------------
+
+STALE_LINE = 'running services that keep their old affinity until restarted: '
+
+
+def test_apply_restarts_the_stale_services_named_and_reports_the_others(host):
+    host.add_service('cron.service', '0-7')
+    old_ssh = host.add_service('ssh.service', '0-7')
+    host.add_service('systemd-journald.service', R)
+    result = apply(host, restart_services=['ssh', 'systemd-journald.service'], diff=True)
+    assert result['changed'] is True
+    assert host.changing_calls() == [['daemon-reload'], ['restart', '--', 'ssh.service']]
+    assert result['commands'][-1] == [SYSTEMCTL, 'restart', '--', 'ssh.service']
+    # the new main process got PID 1's new affinity; the stale service not named kept its own
+    assert host.services['ssh.service']['pid'] != old_ssh and host.service_cpus('ssh.service') == R
+    assert host.service_cpus('cron.service') == '0-7'
+    assert result['restarted_services'] == ['ssh.service']
+    assert result['stale_services'] == ['cron.service']
+    assert STALE_LINE + 'cron.service' in result['report'] and 'restarted: ssh.service' in result['report']
+    diffs = dict((d['after_header'], d) for d in result['diff'])
+    assert diffs['restarted services Cpus_allowed_list']['before'] == 'ssh.service 0-7\n'
+    assert diffs['restarted services Cpus_allowed_list']['after'] == 'ssh.service %s\n' % R
+    assert host.warnings == []
+
+    again = apply(host, restart_services=['ssh', 'systemd-journald.service'])
+    assert again['changed'] is False and host.changing_calls() == []
+    assert again['restarted_services'] == [] and again['stale_services'] == ['cron.service']
+    assert not any(line.startswith('restarted') for line in again['report'])
+
+
+def test_a_restart_alone_is_a_change(host):
+    apply(host)
+    host.add_service('ssh.service', '0-7')  # started before the apply ran, say, from a stock unit
+    result = apply(host, restart_services=['ssh.service'])
+    assert all(f['action'] == 'keep' for f in result['files']) and result['snapshot']['written'] is False
+    assert result['changed'] is True and host.changing_calls() == [['restart', '--', 'ssh.service']]
+    assert result['restarted_services'] == ['ssh.service'] and result['stale_services'] == []
+
+
+def test_stale_services_not_named_are_reported_and_left_running(host):
+    pid = host.add_service('cron.service', '0-7')
+    result = apply(host)
+    assert host.changing_calls() == [['daemon-reload']]
+    assert result['stale_services'] == ['cron.service'] and result['restarted_services'] == []
+    assert host.services['cron.service']['pid'] == pid
+    assert STALE_LINE + 'cron.service' in result['report']
+
+
+def test_matching_or_not_running_named_services_are_left_alone(host):
+    pid = host.add_service('ssh.service', R)
+    result = apply(host, restart_services=['ssh.service', 'nosuch.service'])
+    assert 'failed' not in result
+    assert host.changing_calls() == [['daemon-reload']] and host.services['ssh.service']['pid'] == pid
+    assert result['restarted_services'] == [] and result['stale_services'] == []
+    assert STALE_LINE + 'none' in result['report']
+    assert 'named in restart_services but not running: nosuch.service' in result['report']
+
+
+def test_check_mode_predicts_the_restart_and_restarts_nothing(host):
+    host.add_service('cron.service', '0-7')
+    pid = host.add_service('ssh.service', '0-7')
+    before = tree(host.root)
+    result = apply(host, check=True, diff=True, restart_services=['ssh.service'])
+    assert tree(host.root) == before and host.changing_calls() == []
+    assert host.services['ssh.service']['pid'] == pid and host.service_cpus('ssh.service') == '0-7'
+    assert result['changed'] is True
+    assert result['commands'] == [[SYSTEMCTL, 'daemon-reload'], [SYSTEMCTL, 'restart', '--', 'ssh.service']]
+    assert result['restarted_services'] == ['ssh.service'] and result['stale_services'] == ['cron.service']
+    assert 'would restart: ssh.service' in result['report']
+    diffs = dict((d['after_header'], d) for d in result['diff'])
+    assert diffs['restarted services Cpus_allowed_list']['after'] == 'ssh.service %s\n' % R
+
+
+def test_check_mode_on_an_applied_host_with_matching_services_predicts_no_change(host):
+    apply(host)
+    host.add_service('ssh.service', R)
+    result = apply(host, check=True, restart_services=['ssh.service'])
+    assert result['changed'] is False and result['commands'] == []
+    assert result['restarted_services'] == [] and result['stale_services'] == []
+
+
+def test_a_restarted_service_its_slice_confines_elsewhere_stays_stale_with_a_warning(host):
+    host.add_service('pinned.service', '0-7', confined='2-3')
+    result = apply(host, restart_services=['pinned.service'])
+    assert result['changed'] is True and result['restarted_services'] == ['pinned.service']
+    assert result['stale_services'] == ['pinned.service'] and host.service_cpus('pinned.service') == '2-3'
+    assert len(host.warnings) == 1
+    assert 'pinned.service was restarted but its main process runs on 2-3, not host_reserved 0-1,4-5' in host.warnings[0]
+
+
+def test_a_failed_restart_fails_naming_the_command(host):
+    host.add_service('ssh.service', '0-7')
+    real = host.run_command
+
+    def refusing(module, args, **kwargs):
+        if args[1] == 'restart':
+            host.calls.append(args)
+            return 1, '', 'Job for ssh.service failed because the control process exited with error code.\n'
+        return real(module, args, **kwargs)
+
+    host.run_command = refusing
+    result = apply(host, restart_services=['ssh.service'])
+    assert result['failed']
+    assert 'systemctl restart -- ssh.service failed (rc=1): Job for ssh.service failed' in result['msg']
+
+
+@pytest.mark.parametrize('name', ['', ' ssh', 'ssh service'])
+def test_a_bad_service_name_fails_before_anything_changes(host, name):
+    before = tree(host.root)
+    result = apply(host, restart_services=[name])
+    assert result['failed'] and 'restart_services: %r is not a unit name' % name in result['msg']
+    assert tree(host.root) == before and host.changing_calls() == []
 
 
 # -- restored -----------------------------------------------------------------
