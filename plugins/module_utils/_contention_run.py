@@ -20,8 +20,9 @@ Loads (``load``):
   start where guests started before apply (``machine.slice``), pinned; then
   get apply's persistent XML (partition, shares) and their scopes the tier's
   weight budget live. Phase ``moved``: destroy and start puts each into its
-  tier slice. Each tier's CPU time is the sum over its guests' own cgroups
-  (from ``/proc/<qemu pid>/cgroup``). Idle tiers' guests are paused.
+  tier slice. Each tier's CPU time is the sum over its guests' vCPU cgroups
+  (``libvirt/vcpuN`` below the cgroup of ``/proc/<qemu pid>/cgroup``; the
+  emulator threads run on the reserve). Idle tiers' guests are paused.
 * ``existing``: nothing is started; the tier slices are measured as they are.
 * ``auto``: ``guests`` when ``guest_kernel`` exists on the host, else ``burners``.
 
@@ -163,6 +164,40 @@ class Cgroups(object):
         if self.version == 2:
             return None
         return parse_cpuacct_usage(_read(os.path.join(self._v1('cpuacct'), cgroup.lstrip('/'), 'cpuacct.usage')))
+
+    def vcpu_cgroups(self, cgroup):
+        """The guest's vCPU cgroups (libvirt's ``vcpuN`` below ``libvirt/`` or the guest cgroup itself).
+
+        Their CPU time is the time the guest's vCPU threads ran: the part the
+        pool's weights share out. The rest of the guest cgroup (``emulator``,
+        IOThreads) runs on the reserve and is not what the tiers compete for.
+        """
+        base = self.root if self.version == 2 else self._v1('cpuacct')
+        found = []
+        for sub in ('libvirt', ''):
+            directory = os.path.join(base, cgroup.lstrip('/'), sub)
+            try:
+                entries = sorted(os.listdir(directory))
+            except OSError:
+                continue
+            found.extend((cgroup.rstrip('/') + '/' + (sub + '/' if sub else '') + e) for e in entries
+                         if e.startswith('vcpu') and e[4:].isdigit() and os.path.isdir(os.path.join(directory, e)))
+            if found:
+                break
+        return found
+
+    def vcpu_usage_usec(self, cgroup):
+        """CPU time of the guest's vCPU cgroups added up, or None when it has none (or one is unreadable)."""
+        cgroups = self.vcpu_cgroups(cgroup)
+        if not cgroups:
+            return None
+        total = 0
+        for path in cgroups:
+            usage = self.usage_usec(path)
+            if usage is None:
+                return None
+            total += usage
+        return total
 
     def weight(self, cgroup):
         if self.version == 2:
@@ -724,9 +759,13 @@ class Runner(object):
                                           % (name, info['pid'], info['cgroup']))
 
         def usage_of():
+            # the vCPU cgroups' time where libvirt made them (what the pool's weights share out),
+            # else the whole guest cgroup
             per_guest = {}
             for name, info in running.items():
-                per_guest[name] = self.cgroups.usage_usec(info['cgroup'])
+                per_guest[name] = self.cgroups.vcpu_usage_usec(info['cgroup'])
+                if per_guest[name] is None:
+                    per_guest[name] = self.cgroups.usage_usec(info['cgroup'])
                 if per_guest[name] is None:
                     still_there()   # says which guest ended, when one did
                     raise ContentionError('cannot read the CPU time of guest %s in its cgroup %s'

@@ -23,8 +23,9 @@ description:
     persistent XML gets the tier's partition and C(<shares>), each guest's scope its tier's weight split
     over the tier's running guests (live C(cpu_shares) and, with systemd, C(CPUWeight) with
     C(systemctl set-property --runtime)). Phase C(moved) destroys and starts each guest, which puts it into
-    its tier slice. A tier's CPU time is the sum over its guests' own cgroups, found from
-    C(/proc/<qemu pid>/cgroup). In a scenario the idle tiers' guests are paused."
+    its tier slice. A tier's CPU time is the sum over its guests' vCPU cgroups (libvirt's C(vcpuN) below each
+    guest's own cgroup, found from C(/proc/<qemu pid>/cgroup); the whole guest cgroup where there are none):
+    the emulator threads run on the reserve, outside what the tiers share. In a scenario the idle tiers' guests are paused."
   - B(O(load=burners)) starts, per loaded tier, one transient service C(<unit_prefix>-<tier>.service) in the
     tier's slice with C(systemd-run), confined to the guest pool by C(AllowedCPUs) and C(CPUAffinity), that
     runs one busy loop per guest CPU (O(burners_per_cpu) times), floating over the pool

@@ -83,7 +83,7 @@ def _load_text(report):
         guests = report.get('guest_load') or {}
         counts = guests.get('per_tier') or {}
         return ('busy guests (%s), %s vCPU(s) each, every vCPU busy (kernel `%s`), vCPU threads floating over '
-                'the guest pool as apply places them; each tier\'s CPU time read from its guests\' own cgroups'
+                'the guest pool as apply places them; each tier\'s CPU time read from its guests\' vCPU cgroups (libvirt/vcpuN of each guest\'s own cgroup)'
                 % (', '.join('%s %s' % (n, t) for t, n in counts.items()) or '?', opts.get('busy_vcpus', '?'),
                    _md_cell(opts.get('guest_kernel', '?'))))
     if load == 'burners':
@@ -158,7 +158,7 @@ def render_markdown(report, command=None, title=None):
     lines.append('Promised share = weight / sum of the loaded tiers\' weights; achieved share = the tier\'s CPU time '
                  '(%s) / the loaded tiers\' CPU time; pool = the tier\'s CPU time / (window x guest CPUs). With '
                  'several runs: mean [min, max].'
-                 % ('the sum over its guests\' own cgroups, found from `/proc/<qemu pid>/cgroup`'
+                 % ('the sum over its guests\' vCPU cgroups (`libvirt/vcpuN` below each guest\'s own cgroup, the whole guest cgroup where libvirt made none), found from `/proc/<qemu pid>/cgroup`'
                     if opts.get('load') == 'guests' else 'its slice\'s `cpu.stat` `usage_usec`'))
     lines.append('')
     phases = _phases(report)
