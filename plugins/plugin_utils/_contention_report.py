@@ -158,7 +158,8 @@ def render_markdown(report, command=None, title=None):
     lines.append('Promised share = weight / sum of the loaded tiers\' weights; achieved share = the tier\'s CPU time '
                  '(%s) / the loaded tiers\' CPU time; pool = the tier\'s CPU time / (window x guest CPUs). With '
                  'several runs: mean [min, max].'
-                 % ('the sum over its guests\' vCPU cgroups (`libvirt/vcpuN` below each guest\'s own cgroup, the whole guest cgroup where libvirt made none), found from `/proc/<qemu pid>/cgroup`'
+                 % ('the sum over its guests\' vCPU cgroups (`libvirt/vcpuN` below each guest\'s own cgroup, '
+                    'the whole guest cgroup where libvirt made none), found from `/proc/<qemu pid>/cgroup`'
                     if opts.get('load') == 'guests' else 'its slice\'s `cpu.stat` `usage_usec`'))
     lines.append('')
     phases = _phases(report)
