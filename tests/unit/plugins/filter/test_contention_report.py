@@ -154,7 +154,7 @@ def test_phases_get_their_own_tables_and_a_comparison():
     assert '## Shares: busy guests where they started (machine.slice)' in text
     assert '## Shares: busy guests restarted into their tier slices' in text
     assert 'busy guests (3 gold, 4 silver, 6 bronze), 2 vCPU(s) each' in text
-    assert "the sum over its guests' own cgroups" in text
+    assert "the sum over its guests' vCPU cgroups (`libvirt/vcpuN`" in text
     assert '| scenario | tier | promised % | in_place % | moved % | spread points |' in text
     assert '| all_loaded | gold | 50.6 | 50.7 | 51.7 | 1.0 |' in text
     assert '| all_loaded (moved) | gold, silver, bronze |' in text
