@@ -36,7 +36,7 @@ class FakeHost(object):
         self.calls.append(args)
         assert args[0] == SYSTEMCTL
         if args[1] == 'list-units':
-            return 0, ''.join('%s loaded active running %s\n' % (unit, unit) for unit, _ in self.services), ''
+            return 0, ''.join('%s loaded active running %s\n' % (unit, unit) for unit, _pid in self.services), ''
         if args[1] == 'show':
             services = self.services if self.show_blocks is None else self.services[:self.show_blocks]
             return 0, '\n'.join('Id=%s\nMainPID=%d\n' % item for item in services), ''
