@@ -19,6 +19,38 @@ class ActionModule(ActionBase):
     def _call(self, name, args, task_vars):
         return self._execute_module(module_name=name, module_args=args, task_vars=task_vars)
 
+    def _release_after_failure(self, lock, task_vars):
+        """The entry point fails in this task (its always: section still releases; this covers callers without one)."""
+        if lock is not None and not self._task.check_mode:
+            self._call('kvmlab.host_resources.host_lock',
+                       {'path': lock['path'], 'state': 'released', 'token': lock['token']}, task_vars)
+
+    def _lock(self, lock, task_vars, result):
+        """One host_lock call; False (and ``result`` failed) when it failed."""
+        held = self._call('kvmlab.host_resources.host_lock', lock, task_vars)
+        result['lock'] = held
+        if held.get('failed'):
+            result.update(failed=True, msg=held.get('msg', 'host_lock failed'))
+            return False
+        if held.get('warnings'):
+            result.setdefault('warnings', []).extend(held['warnings'])
+        return True
+
+    def _acquire(self, conf, lock, task_vars, result):
+        """The prerequisites and the lock: with the lock on, one host_lock call does both (and reads the packages)."""
+        if lock is None:
+            found = self._call('kvmlab.host_resources.host_prerequisites', guard.prerequisites_args(conf), task_vars)
+            result['prerequisites'] = found
+            if found.get('failed'):
+                result.update(failed=True, msg=found.get('msg', 'host_prerequisites failed'))
+                return False
+            return True
+        done = self._lock(lock, task_vars, result)
+        held = result['lock']
+        result['prerequisites'] = {'found': held.get('found'), 'missing': held.get('missing', [])}
+        result['not_installed'] = held.get('not_installed')
+        return done
+
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -29,30 +61,20 @@ class ActionModule(ActionBase):
             return result
         result.update(changed=False, state=conf['state'])
         token = guard.run_token(os.getppid())
-        if conf['state'] == 'acquired':
-            # inputs were templated with the task's arguments: a bad one has failed already
-            found = self._call('kvmlab.host_resources.host_prerequisites', guard.prerequisites_args(conf), task_vars)
-            result['prerequisites'] = found
-            if found.get('failed'):
-                result.update(failed=True, msg=found.get('msg', 'host_prerequisites failed'))
-                return result
-            install = guard.install_args(conf, self._task.check_mode)
+        lock = guard.lock_args(conf, token, guard.controller_user())
+        if conf['state'] == 'released':
+            if lock is not None:
+                self._lock(lock, task_vars, result)
+        elif self._acquire(conf, lock, task_vars, result):
+            install = guard.install_args(conf, self._task.check_mode, result.get('not_installed'))
             if install is not None:
                 installed = self._call('ansible.builtin.apt', install, task_vars)
                 result['packages'] = installed
                 if installed.get('failed'):
                     result.update(failed=True, msg='cannot install %s: %s'
-                                  % (', '.join(conf['packages']), installed.get('msg', 'package failed')))
+                                  % (', '.join(install['name']), installed.get('msg', 'package failed')))
+                    self._release_after_failure(lock, task_vars)
                     return result
                 result['changed'] = bool(installed.get('changed'))
-        lock = guard.lock_args(conf, token, guard.controller_user())
-        if lock is not None:
-            held = self._call('kvmlab.host_resources.host_lock', lock, task_vars)
-            result['lock'] = held
-            if held.get('failed'):
-                result.update(failed=True, msg=held.get('msg', 'host_lock failed'))
-                return result
-            if held.get('warnings'):
-                result.setdefault('warnings', []).extend(held['warnings'])
         self._remove_tmp_path(self._connection._shell.tmpdir)
         return result

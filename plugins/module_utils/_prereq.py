@@ -27,6 +27,7 @@ cgroup v2 semantics used here:
 
 from __future__ import annotations
 
+import importlib
 import os
 
 DEFAULT_CONTROLLERS = ('cpu', 'cpuset')
@@ -210,6 +211,81 @@ def check_host(root='/', require_systemd=True, require_cgroup2=True, controllers
     found['python_modules'], more = check_python(list(python_modules), importable or (lambda name: None),
                                                  interpreter, packages)
     problems += more
+    return found, problems
+
+
+def parse_dpkg_status(text, names):
+    """The installed version of each of ``names`` from dpkg's status file text (None when not installed).
+
+    A package counts as installed when its ``Status`` is ``install ok installed``
+    (what ``apt install`` leaves; ``deinstall ok config-files`` and half-installed
+    states do not count). Stanzas are separated by empty lines; an architecture
+    qualifier (``name:amd64``) in ``names`` matches the stanza's Architecture.
+    """
+    wanted = dict((name, None) for name in names)
+    for stanza in text.split('\n\n'):
+        fields = {}
+        for line in stanza.splitlines():
+            if line[:1] in (' ', '\t') or ':' not in line:
+                continue
+            key, value = line.split(':', 1)
+            fields[key.strip().lower()] = value.strip()
+        name = fields.get('package')
+        if not name or fields.get('status', '').split() != ['install', 'ok', 'installed']:
+            continue
+        for key in (name, '%s:%s' % (name, fields.get('architecture', ''))):
+            if key in wanted:
+                wanted[key] = fields.get('version') or ''
+    return wanted
+
+
+def installed_packages(names, root='/'):
+    """``parse_dpkg_status`` on the host's /var/lib/dpkg/status; None when the host has no dpkg database."""
+    if not names:
+        return {}
+    try:
+        with open(os.path.join(root, 'var/lib/dpkg/status'), 'r') as handle:
+            text = handle.read()
+    except (IOError, OSError, UnicodeDecodeError):
+        return None
+    return parse_dpkg_status(text, list(names))
+
+
+def importable(name):
+    """None when the Python module ``name`` imports in this interpreter, else the error text."""
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        return str(exc) or 'No module named %r' % name
+    except Exception as exc:  # pylint: disable=broad-except
+        return '%s: %s' % (type(exc).__name__, exc)
+    return None
+
+
+def search_path(given, environ_path):
+    """The directories searched for executables: ``given``, else PATH's absolute folders then DEFAULT_PATH."""
+    if given is not None:
+        return list(given)
+    search = []
+    for folder in (environ_path or '').split(os.pathsep) + list(DEFAULT_PATH):
+        if folder and os.path.isabs(folder) and folder not in search:
+            search.append(folder)
+    return search
+
+
+def check_params(params, euid, interpreter, environ_path):
+    """``check_host`` driven by the host_prerequisites options ``params``: (found, problems)."""
+    search = search_path(params.get('search_path'), environ_path)
+    found, problems = check_host(
+        root=params.get('root') or '/', require_systemd=params.get('systemd', True),
+        require_cgroup2=params.get('cgroup2', True),
+        controllers=params.get('cgroup_controllers', DEFAULT_CONTROLLERS),
+        require_root=params.get('root_user', True), euid=euid,
+        executables=params.get('executables') or [], search=search,
+        python_modules=params.get('python_modules') or [], importable=importable, interpreter=interpreter,
+        packages=dict((str(k), str(v)) for k, v in (params.get('packages') or {}).items()))
+    found['interpreter'] = interpreter
+    found['search_path'] = search
     return found, problems
 
 

@@ -15,13 +15,16 @@ description:
     stopping at the first failure, before anything of the host's configuration is touched
   - O(inputs) is templated with the task's arguments, so a bad inventory value (pools, tiers, policy) fails here,
     naming the variable and the host.
-  - M(kvmlab.host_resources.host_prerequisites) checks systemd as PID 1, cgroup v2 with O(cgroup_controllers),
-    root, and the O(python_modules) and O(executables) the caller needs (one message naming everything missing).
-    What the next step installs is not required yet.
-  - M(ansible.builtin.apt) installs O(packages) (Debian and Ubuntu names) when O(install_packages) is true.
-  - M(kvmlab.host_resources.host_lock) takes the host lock for the rest of the entry point (re-entrant per run;
-    the token names the playbook run - the pid and start time of the main C(ansible-playbook) process - so every
-    task and host of one run shares it).
+  - 'One M(kvmlab.host_resources.host_lock) call (one Python start on the host: the guard runs at every entry point)
+    checks the prerequisites as M(kvmlab.host_resources.host_prerequisites) does - systemd as PID 1, cgroup v2 with
+    O(cgroup_controllers), root, and the O(python_modules) and O(executables) the caller needs, one message naming
+    everything missing; what the install step brings is not required yet - then reads which of O(packages) dpkg has
+    installed, then takes the host lock for the rest of the entry point (re-entrant per run; the token names the
+    playbook run - the pid and start time of the main C(ansible-playbook) process - so every task and host of one
+    run shares it). A failed check takes no lock.'
+  - M(ansible.builtin.apt) installs those of O(packages) (Debian and Ubuntu names) that are not installed, when
+    O(install_packages) is true; when all are installed, apt is not called. If the install fails, the lock is left.
+  - With O(lock=false), M(kvmlab.host_resources.host_prerequisites) checks and apt gets every one of O(packages).
   - With O(state=released), the lock is left once (the holder exits when the run's last entry leaves).
   - The kvmlab_* inventory variables C(kvmlab_install_packages), C(kvmlab_host_lock), C(kvmlab_host_lock_path),
     C(kvmlab_host_lock_timeout) and C(kvmlab_host_lock_max_hold) set the guard for every role at once; an
@@ -129,9 +132,16 @@ state:
   type: str
   sample: acquired
 prerequisites:
-  description: The result of M(kvmlab.host_resources.host_prerequisites).
+  description:
+    - What the prerequisites check found (C(found)) and what is missing (C(missing)); with O(lock=false) the result of
+      M(kvmlab.host_resources.host_prerequisites).
   returned: with O(state=acquired)
   type: dict
+not_installed:
+  description: Those of O(packages) that dpkg did not have installed (null with O(lock=false)).
+  returned: with O(state=acquired)
+  type: list
+  elements: str
 packages:
   description: The result of M(ansible.builtin.apt) (C(changed) when it installed something).
   returned: when packages were installed (not in check mode)

@@ -106,6 +106,22 @@ options:
       - Must cover the longest entry point; a nested re-entry does not extend it.
     type: int
     default: 3600
+  prerequisites:
+    description:
+      - With O(state=acquired), check the host first, with the options of
+        M(kvmlab.host_resources.host_prerequisites) (C(systemd), C(cgroup2), C(cgroup_controllers),
+        C(root_user), C(python_modules), C(executables), C(search_path), C(packages), C(root)),
+        and fail with its message, taking no lock, when something is missing. One task instead
+        of two (each task costs a Python start on the host).
+    type: dict
+  installed:
+    description:
+      - With O(state=acquired), Debian or Ubuntu package names whose installed version is read
+        from dpkg's status file and returned as RV(packages) and RV(not_installed), so the caller
+        installs only what is missing. Reading them changes nothing and never fails the task.
+    type: list
+    elements: str
+    default: []
   watch_pid:
     description:
       - The process whose end ends the lock, instead of the one found by walking up the
@@ -145,6 +161,28 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+found:
+  description: What O(prerequisites) found (RV(kvmlab.host_resources.host_prerequisites#module:found)).
+  returned: with O(prerequisites)
+  type: dict
+  sample: {systemd: {pid1: systemd, ok: true}}
+missing:
+  description: One line per missing prerequisite (the task then fails without locking).
+  returned: with O(prerequisites)
+  type: list
+  elements: str
+  sample: []
+packages:
+  description: The installed version of each of O(installed), null when not installed; null as a whole without a dpkg database.
+  returned: with O(installed)
+  type: dict
+  sample: {python3-libvirt: 9.0.0-1}
+not_installed:
+  description: The names of O(installed) that are not installed (all of them without a dpkg database).
+  returned: with O(installed)
+  type: list
+  elements: str
+  sample: []
 token:
   description: The run's token (O(token), or the one generated for it).
   returned: always
@@ -248,6 +286,7 @@ watch:
 '''
 
 import os
+import sys
 import uuid
 
 from ansible.module_utils.basic import AnsibleModule
@@ -262,6 +301,11 @@ from ansible_collections.kvmlab.host_resources.plugins.module_utils._lock import
     read_process,
     release,
     request,
+)
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._prereq import (
+    check_params,
+    failure_message,
+    installed_packages,
 )
 
 
@@ -286,6 +330,22 @@ def _client():
     return parts[0] if parts else None
 
 
+def _check_first(module, result):
+    """O(prerequisites) and O(installed), before the lock: fails the task when the host cannot be managed."""
+    params = module.params
+    if params['prerequisites'] is not None:
+        found, problems = check_params(params['prerequisites'], os.geteuid(), sys.executable,
+                                       os.environ.get('PATH'))
+        result.update(found=found, missing=problems)
+        if problems:
+            module.fail_json(msg=failure_message(problems), **result)
+    if params['installed']:
+        versions = installed_packages(params['installed'])
+        result['packages'] = versions
+        result['not_installed'] = (list(params['installed']) if versions is None
+                                   else [name for name in params['installed'] if versions.get(name) is None])
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -296,6 +356,8 @@ def main():
             timeout=dict(type='int', default=300),
             max_hold=dict(type='int', default=3600),
             watch_pid=dict(type='int'),
+            prerequisites=dict(type='dict'),
+            installed=dict(type='list', elements='str', default=[]),
         ),
         required_if=[('state', 'released', ['token'])],
         supports_check_mode=True,
@@ -315,6 +377,7 @@ def main():
                   held=False, depth=0, waited=0.0, holder=None, watch=None, would=None)
     try:
         if params['state'] == 'acquired':
+            _check_first(module, result)
             if module.check_mode:
                 would, holder = probe(path, token)
                 result.update(would={'busy': 'wait'}.get(would, would), holder=holder,

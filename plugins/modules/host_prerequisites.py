@@ -181,59 +181,29 @@ missing:
   sample: ["PID 1 is not systemd (it is 'bash')"]
 '''
 
-import importlib
 import os
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._prereq import (
-    DEFAULT_PATH,
-    check_host,
-    failure_message,
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._prereq import check_params, failure_message
+
+ARGUMENT_SPEC = dict(
+    systemd=dict(type='bool', default=True),
+    cgroup2=dict(type='bool', default=True),
+    cgroup_controllers=dict(type='list', elements='str', default=['cpu', 'cpuset']),
+    root_user=dict(type='bool', default=True),
+    python_modules=dict(type='list', elements='str', default=[]),
+    executables=dict(type='list', elements='str', default=[]),
+    search_path=dict(type='list', elements='path'),
+    packages=dict(type='dict', default={}),
+    root=dict(type='path', default='/'),
 )
 
 
-def _importable(name):
-    try:
-        importlib.import_module(name)
-    except ImportError as exc:
-        return str(exc) or 'No module named %r' % name
-    except Exception as exc:  # pylint: disable=broad-except
-        return '%s: %s' % (type(exc).__name__, exc)
-    return None
-
-
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            systemd=dict(type='bool', default=True),
-            cgroup2=dict(type='bool', default=True),
-            cgroup_controllers=dict(type='list', elements='str', default=['cpu', 'cpuset']),
-            root_user=dict(type='bool', default=True),
-            python_modules=dict(type='list', elements='str', default=[]),
-            executables=dict(type='list', elements='str', default=[]),
-            search_path=dict(type='list', elements='path'),
-            packages=dict(type='dict', default={}),
-            root=dict(type='path', default='/'),
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
-    search = params['search_path']
-    if search is None:
-        search = []
-        for folder in (os.environ.get('PATH') or '').split(os.pathsep) + list(DEFAULT_PATH):
-            if folder and os.path.isabs(folder) and folder not in search:
-                search.append(folder)
-    found, problems = check_host(
-        root=params['root'], require_systemd=params['systemd'], require_cgroup2=params['cgroup2'],
-        controllers=params['cgroup_controllers'], require_root=params['root_user'], euid=os.geteuid(),
-        executables=params['executables'], search=search, python_modules=params['python_modules'],
-        importable=_importable, interpreter=sys.executable,
-        packages=dict((str(k), str(v)) for k, v in params['packages'].items()))
-    found['interpreter'] = sys.executable
-    found['search_path'] = search
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    found, problems = check_params(module.params, os.geteuid(), sys.executable, os.environ.get('PATH'))
     if problems:
         module.fail_json(msg=failure_message(problems), found=found, missing=problems)
     module.exit_json(changed=False, found=found, missing=[])

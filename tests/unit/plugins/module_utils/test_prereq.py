@@ -143,3 +143,50 @@ def test_checks_can_be_switched_off(tmp_path):
 ])
 def test_parse_mounts(text, expected):
     assert pr.parse_mounts(text) == expected
+
+
+DPKG_STATUS = """Package: python3-libvirt
+Status: install ok installed
+Priority: optional
+Architecture: amd64
+Version: 9.0.0-1
+Description: libvirt Python 3 bindings
+ continued: Status: deinstall ok config-files
+
+Package: systemd-zram-generator
+Status: deinstall ok config-files
+Architecture: amd64
+Version: 1.1.2-1
+
+Package: libc6
+Status: install ok half-configured
+Architecture: amd64
+Version: 2.36-9
+
+Package: util-linux
+Status: install ok installed
+Architecture: amd64
+Version: 2.38.1-5
+"""
+
+
+def test_dpkg_status_counts_only_installed_packages():
+    found = pr.parse_dpkg_status(DPKG_STATUS, ['python3-libvirt', 'systemd-zram-generator', 'libc6', 'util-linux:amd64',
+                                               'util-linux:arm64', 'absent'])
+    assert found == {'python3-libvirt': '9.0.0-1', 'systemd-zram-generator': None, 'libc6': None,
+                     'util-linux:amd64': '2.38.1-5', 'util-linux:arm64': None, 'absent': None}
+
+
+def test_installed_packages_reads_the_hosts_database(tmp_path):
+    assert pr.installed_packages(['util-linux'], str(tmp_path)) is None
+    (tmp_path / 'var/lib/dpkg').mkdir(parents=True)
+    (tmp_path / 'var/lib/dpkg/status').write_text(DPKG_STATUS)
+    assert pr.installed_packages(['util-linux', 'x'], str(tmp_path)) == {'util-linux': '2.38.1-5', 'x': None}
+    assert pr.installed_packages([], str(tmp_path)) == {}
+
+
+def test_search_path_and_importable():
+    assert pr.search_path(['/a'], '/usr/bin:relative') == ['/a']
+    assert pr.search_path(None, '/opt/bin:relative:/usr/bin')[:3] == ['/opt/bin', '/usr/bin', '/usr/local/sbin']
+    assert pr.importable('json') is None
+    assert 'kvmlab_no_such_module' in pr.importable('kvmlab_no_such_module')

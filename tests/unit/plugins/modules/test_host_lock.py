@@ -75,3 +75,29 @@ def test_generated_token_is_returned(path):
     result = call(path=path, watch_pid=0, max_hold=5)
     assert len(result['token']) == 32 and result['watch'] is None
     assert call(path=path, token=result['token'], state='released')['released']
+
+
+def test_failed_prerequisites_take_no_lock(path, tmp_path):
+    """prerequisites: checked first; a host that cannot be managed fails naming what is missing, unlocked."""
+    result = call(path=path, token=TOKEN, prerequisites={'systemd': False, 'cgroup2': False, 'root_user': False,
+                                                         'python_modules': ['kvmlab_no_such_module'],
+                                                         'executables': ['kvmlab-no-such-command'],
+                                                         'search_path': [str(tmp_path)]})
+    assert result.get('failed') is True
+    assert result['msg'].startswith('this host cannot be managed: ')
+    assert 'kvmlab-no-such-command' in result['msg'] and 'kvmlab_no_such_module' in result['msg']
+    assert result['acquired'] is False and lk.read_holder(path) is None
+    assert len(result['missing']) == 2
+
+
+def test_prerequisites_met_then_the_lock_and_the_packages_read(path, tmp_path):
+    (tmp_path / 'tool').write_text('#!/bin/sh\n')
+    (tmp_path / 'tool').chmod(0o755)
+    result = call(path=path, token=TOKEN, installed=['kvmlab-surely-not-a-package'],
+                  prerequisites={'systemd': False, 'cgroup2': False, 'root_user': False,
+                                 'python_modules': ['json'], 'executables': ['tool'], 'search_path': [str(tmp_path)]})
+    assert result.get('failed') is not True, result.get('msg')
+    assert result['acquired'] is True and result['missing'] == []
+    assert result['found']['executables'] == {'tool': str(tmp_path / 'tool')}
+    assert result['not_installed'] == ['kvmlab-surely-not-a-package']
+    assert call(path=path, token=TOKEN, state='released')['released'] is True

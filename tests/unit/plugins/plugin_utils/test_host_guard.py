@@ -65,11 +65,26 @@ def test_install_only_what_is_asked_and_never_in_check_mode():
     assert guard.install_args(guard.settings({'packages': ['a']}, {'kvmlab_install_packages': False}), False) is None
 
 
+def test_install_only_what_dpkg_lacks_and_no_apt_call_when_all_are_there():
+    conf = guard.settings({'packages': ['a', 'b']}, {})
+    assert guard.install_args(conf, False, ['b']) == {'name': ['b'], 'state': 'present'}
+    assert guard.install_args(conf, False, []) is None
+    # unknown (no dpkg database reading): every package goes to apt
+    assert guard.install_args(conf, False, None) == {'name': ['a', 'b'], 'state': 'present'}
+    assert guard.install_args(conf, True, ['a']) is None
+
+
 def test_lock_calls():
     conf = guard.settings({'owner': 'lab_host_resource_management apply'}, {'kvmlab_host_lock_timeout': 9})
     assert guard.lock_args(conf, 'run-1-2', 'ops') == {
         'path': '/run/lock/kvmlab-host-resources.lock', 'state': 'acquired', 'token': 'run-1-2',
-        'owner': 'ops: lab_host_resource_management apply', 'timeout': 9, 'max_hold': 3600}
+        'owner': 'ops: lab_host_resource_management apply', 'timeout': 9, 'max_hold': 3600,
+        'prerequisites': guard.prerequisites_args(conf), 'installed': []}
+    # the same call checks the prerequisites and reads the packages
+    conf = guard.settings({'packages': ['python3-libvirt'], 'python_modules': ['libvirt']}, {})
+    acquire = guard.lock_args(conf, 'run-1-2', 'ops')
+    assert acquire['installed'] == ['python3-libvirt']
+    assert acquire['prerequisites'] == guard.prerequisites_args(conf)
     released = guard.settings({'state': 'released'}, {})
     assert guard.lock_args(released, 'run-1-2', None) == {
         'path': '/run/lock/kvmlab-host-resources.lock', 'state': 'released', 'token': 'run-1-2'}
