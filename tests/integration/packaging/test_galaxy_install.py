@@ -33,7 +33,8 @@ ROLES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, 'roles'
 MUST_NOT_SHIP = ('requirements-dev.txt', 'requirements-oldest.txt', 'docs/DEVELOPING.md', 'docs/contention/lab-report.json',
                  'docs/contention/lab-report.md', 'docs/contention/lab-report.svg', 'vars/lab_guests.yml',
                  'Makefile', 'ansible.cfg')
-MUST_NOT_SHIP_DIRS = ('tests/', 'tools/', 'molecule/', '.ci/', '.venv/', '.build/', '.lab/', '.pytest_cache/', '.git/')
+MUST_NOT_SHIP_DIRS = ('tests/', 'tools/', 'molecule/', '.ci/', '.venv/', '.build/', '.lab/', '.pytest_cache/', '.git/',
+                     '.ansible/')
 MUST_SHIP = ('README.md', 'COPYING', 'meta/runtime.yml', 'meta/execution-environment.yml', 'meta/ee-requirements.txt',
              'bindep.txt', 'CHANGELOG.md', 'changelogs/changelog.yaml', 'vars/tiers.yml', 'vars/host_pools.yml',
              'vars/memory_policy.yml', 'vars/guest_tiers_example.yml', 'plugins/lookup/policy.py')
