@@ -46,7 +46,7 @@ import copy
 import hashlib
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt import _register_namespaces
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt import _register_namespaces, child_insert_index
 
 METADATA_NS = 'urn:kvmlab:host-resources:cpu-pool:1'
 METADATA_PREFIX = 'kcp'
@@ -294,27 +294,6 @@ def guest_state(domain_xml, what='domain'):
     }
 
 
-def _cpu_insert_index(root):
-    after = ('name', 'uuid', 'genid', 'title', 'description', 'metadata', 'maxMemory', 'memory',
-             'currentMemory', 'blkiotune', 'memtune', 'memoryBacking', 'vcpu', 'vcpus', 'iothreads',
-             'iothreadids', 'defaultiothread', 'cputune', 'numatune', 'resource', 'sysinfo', 'bootloader',
-             'bootloader_args', 'os', 'idmap', 'features')
-    index = 0
-    for position, child in enumerate(root):
-        if child.tag in after:
-            index = position + 1
-    return index
-
-
-def _metadata_insert_index(root):
-    after = ('name', 'uuid', 'genid', 'title', 'description')
-    index = 0
-    for position, child in enumerate(root):
-        if child.tag in after:
-            index = position + 1
-    return index
-
-
 def set_pool_cpu(domain_xml, pool_cpu, pool, what='domain'):
     """The domain XML with the pool's CPU model and the pool metadata.
 
@@ -348,7 +327,7 @@ def set_pool_cpu(domain_xml, pool_cpu, pool, what='domain'):
     meta, mark = _metadata(root)
     if meta is None:
         meta = ET.Element('metadata')
-        root.insert(_metadata_insert_index(root), meta)
+        root.insert(child_insert_index(root, 'metadata'), meta)
     if mark is None:
         mark = ET.SubElement(meta, METADATA_TAG)
     if mark.find(ORIGINAL_TAG) is None:
@@ -363,7 +342,7 @@ def set_pool_cpu(domain_xml, pool_cpu, pool, what='domain'):
         root.remove(old)
         root.insert(index, new)
     else:
-        root.insert(_cpu_insert_index(root), new)
+        root.insert(child_insert_index(root, 'cpu'), new)
     return ET.tostring(root, encoding='unicode'), True
 
 
@@ -389,7 +368,7 @@ def restore_cpu(domain_xml, what='domain'):
             index = list(root).index(current)
             root.remove(current)
         else:
-            index = _cpu_insert_index(root)
+            index = child_insert_index(root, 'cpu')
         if original is not None:
             root.insert(index, copy.deepcopy(original))
         elif current is not None:

@@ -296,7 +296,7 @@ def edit_domain_xml(xml_text, remove_vcpupins=(), remove_emulatorpin=False, remo
             if resource is None:
                 resource = ET.Element('resource')
                 # libvirt does not care about the position; keep it near the top
-                root.insert(_insert_index(root), resource)
+                root.insert(child_insert_index(root, 'resource'), resource)
             node = resource.find('partition')
             if node is None:
                 node = ET.SubElement(resource, 'partition')
@@ -310,13 +310,21 @@ def edit_domain_xml(xml_text, remove_vcpupins=(), remove_emulatorpin=False, remo
     return ET.tostring(root, encoding='unicode')
 
 
-def _insert_index(root):
-    after = ('name', 'uuid', 'genid', 'title', 'description', 'metadata', 'maxMemory', 'memory',
-             'currentMemory', 'blkiotune', 'memtune', 'memoryBacking', 'vcpu', 'vcpus', 'iothreads',
-             'iothreadids', 'defaultiothread', 'cputune', 'numatune')
+# The order of a libvirt domain's top-level elements (formatdomain), up to <cpu>:
+# a new element goes after the last present one that libvirt writes before it.
+DOMAIN_ELEMENT_ORDER = ('name', 'uuid', 'genid', 'title', 'description', 'metadata', 'maxMemory', 'memory',
+                        'currentMemory', 'blkiotune', 'memtune', 'memoryBacking', 'vcpu', 'vcpus', 'iothreads',
+                        'iothreadids', 'defaultiothread', 'cputune', 'numatune', 'resource', 'sysinfo', 'bootloader',
+                        'bootloader_args', 'os', 'idmap', 'features', 'cpu')
+
+
+def child_insert_index(root, tag):
+    """Where a new top-level ``tag`` element goes in the domain element ``root``: after the last child that
+    libvirt writes before it (DOMAIN_ELEMENT_ORDER), else first."""
+    before = DOMAIN_ELEMENT_ORDER[:DOMAIN_ELEMENT_ORDER.index(tag)]
     index = 0
     for position, child in enumerate(root):
-        if child.tag in after:
+        if child.tag in before:
             index = position + 1
     return index
 

@@ -532,3 +532,31 @@ def test_require_fails_with_the_missing_library_message():
     assert module.failed is None
     lc.require(module, None)
     assert 'libvirt-python' in module.failed['msg']
+
+
+# -- where a new top-level element goes in a domain ---------------------------
+
+def _root(*tags):
+    import xml.etree.ElementTree as ET
+    root = ET.Element('domain')
+    for tag in tags:
+        ET.SubElement(root, tag)
+    return root
+
+
+@pytest.mark.parametrize('tags, tag, index', [
+    ((), 'cpu', 0),                                                    # an empty domain: first
+    (('devices',), 'metadata', 0),                                     # nothing libvirt writes before it: first
+    (('name', 'uuid', 'memory', 'vcpu', 'os', 'devices'), 'metadata', 2),  # after name and uuid
+    (('name', 'uuid', 'memory', 'vcpu', 'os', 'devices'), 'resource', 4),  # after vcpu, before os
+    (('name', 'memory', 'vcpu', 'cputune', 'os', 'features', 'devices'), 'cpu', 6),  # after features
+    (('name', 'os', 'memory', 'devices'), 'resource', 3),              # after the last earlier one, wherever it is
+    (('name', 'devices', 'cputune'), 'numatune', 3),
+])
+def test_child_insert_index_follows_libvirts_element_order(tags, tag, index):
+    assert lv.child_insert_index(_root(*tags), tag) == index
+
+
+def test_child_insert_index_knows_only_the_domain_elements_up_to_cpu():
+    with pytest.raises(ValueError):
+        lv.child_insert_index(_root('name'), 'devices')
