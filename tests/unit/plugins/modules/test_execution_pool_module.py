@@ -424,6 +424,39 @@ def test_rollback_of_an_older_snapshot_still_removes_our_drop_ins(host):
     assert not os.path.exists(host.dropin('machine-gold.slice'))
 
 
+@pytest.mark.parametrize('text, problem', [
+    ('', 'empty file (truncated?)'),
+    ('{"schema": "kvmlab.host_resources/snapshot", "version": 2, "layer": "shared_execution_pool", "domains": {',
+     'truncated (the JSON ends after'),
+    ('{"name": "something else"}', 'not a kvmlab.host_resources snapshot'),
+    ('<xml/>', 'not JSON'),
+    ('{"schema": "kvmlab.host_resources/snapshot", "version": 9, "layer": "shared_execution_pool"}',
+     'schema version 9 is not supported'),
+])
+def test_rollback_with_a_bad_snapshot_fails_naming_the_file_and_changes_nothing(host, text, problem):
+    host.guest('g0', 'gold', 'machine-gold.slice')
+    host.guest('g1', 'gold')
+    inventory = [{'name': 'g0', 'tier': 'gold'}, {'name': 'g1', 'tier': 'gold'}]
+    run(host, guests=inventory, snapshot_path=host.snapshot)
+    dropin = host.dropin('machine-gold.slice')
+    with open(dropin) as handle:
+        dropin_text = handle.read()
+    shares = dict((name, host.lib.domains[name].live['shares']) for name in ('g0', 'g1'))
+    with open(host.snapshot, 'w') as handle:
+        handle.write(text)
+    host.calls, host.lib.writes = [], []
+    result = run_module(mod.main, {'state': 'restored', 'cgroup_root': host.cgroup, 'runtime_unit_dir': host.run_dir,
+                                   'pid_dir': os.path.join(host.root, 'pids'), 'snapshot_path': host.snapshot})
+    assert result['failed'] and host.snapshot in result['msg'] and problem in result['msg'], result['msg']
+    assert 'Traceback' not in result['msg']
+    assert host.changing() == [] and host.lib.writes == []
+    with open(dropin) as handle:
+        assert handle.read() == dropin_text
+    assert dict((name, host.lib.domains[name].live['shares']) for name in ('g0', 'g1')) == shares
+    with open(host.snapshot) as handle:
+        assert handle.read() == text  # kept for the operator to look at
+
+
 # -- no systemd, no scope ----------------------------------------------------------
 
 def test_without_systemd_no_budget_and_tier_shares_live(host):
