@@ -33,6 +33,20 @@ import os
 DEFAULT_CONTROLLERS = ('cpu', 'cpuset')
 DEFAULT_PATH = ('/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin')
 
+# The options of host_prerequisites, also host_lock's O(prerequisites): one
+# home for their defaults (check_params fills what a caller leaves out).
+ARGUMENT_SPEC = dict(
+    systemd=dict(type='bool', default=True),
+    cgroup2=dict(type='bool', default=True),
+    cgroup_controllers=dict(type='list', elements='str', default=list(DEFAULT_CONTROLLERS)),
+    root_user=dict(type='bool', default=True),
+    python_modules=dict(type='list', elements='str', default=[]),
+    executables=dict(type='list', elements='str', default=[]),
+    search_path=dict(type='list', elements='path'),
+    packages=dict(type='dict', default={}),
+    root=dict(type='path', default='/'),
+)
+
 # Debian / Ubuntu package that provides a Python module or an executable
 PACKAGES = {
     'libvirt': 'python3-libvirt',
@@ -274,16 +288,17 @@ def search_path(given, environ_path):
 
 
 def check_params(params, euid, interpreter, environ_path):
-    """``check_host`` driven by the host_prerequisites options ``params``: (found, problems)."""
+    """``check_host`` driven by the host_prerequisites options ``params`` (ARGUMENT_SPEC's defaults for what
+    is left out): (found, problems)."""
+    options = dict((name, spec.get('default')) for name, spec in ARGUMENT_SPEC.items())
+    options.update((name, value) for name, value in params.items() if value is not None)
     search = search_path(params.get('search_path'), environ_path)
     found, problems = check_host(
-        root=params.get('root') or '/', require_systemd=params.get('systemd', True),
-        require_cgroup2=params.get('cgroup2', True),
-        controllers=params.get('cgroup_controllers', DEFAULT_CONTROLLERS),
-        require_root=params.get('root_user', True), euid=euid,
-        executables=params.get('executables') or [], search=search,
-        python_modules=params.get('python_modules') or [], importable=importable, interpreter=interpreter,
-        packages=dict((str(k), str(v)) for k, v in (params.get('packages') or {}).items()))
+        root=options['root'], require_systemd=options['systemd'], require_cgroup2=options['cgroup2'],
+        controllers=options['cgroup_controllers'], require_root=options['root_user'], euid=euid,
+        executables=options['executables'], search=search, python_modules=options['python_modules'],
+        importable=importable, interpreter=interpreter,
+        packages=dict((str(k), str(v)) for k, v in options['packages'].items()))
     found['interpreter'] = interpreter
     found['search_path'] = search
     return found, problems

@@ -186,18 +186,10 @@ import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._prereq import check_params, failure_message
-
-ARGUMENT_SPEC = dict(
-    systemd=dict(type='bool', default=True),
-    cgroup2=dict(type='bool', default=True),
-    cgroup_controllers=dict(type='list', elements='str', default=['cpu', 'cpuset']),
-    root_user=dict(type='bool', default=True),
-    python_modules=dict(type='list', elements='str', default=[]),
-    executables=dict(type='list', elements='str', default=[]),
-    search_path=dict(type='list', elements='path'),
-    packages=dict(type='dict', default={}),
-    root=dict(type='path', default='/'),
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._prereq import (
+    ARGUMENT_SPEC,
+    check_params,
+    failure_message,
 )
 
 
