@@ -416,18 +416,20 @@ class MemoryOversub(object):
         items = restore_items(values, after, self.device)
         bad = [i['name'] for i in items if not i['ok']]
         if not self.check:
-            if bad:
-                self.module.warn('not restored exactly: %s; the snapshot %s is kept' % (', '.join(bad), path))
-            else:
-                try:
-                    _snapshot.discard(path)
-                except _snapshot.SnapshotError as exc:
-                    raise Failure(str(exc))
             try:
                 dummy, current_dirs = _snapshot.read_current(snap)
-                _snapshot.apply_dir_plan(_snapshot.dir_restore_plan(snap, current_dirs))
+                dir_plan = _snapshot.dir_restore_plan(snap, current_dirs)
             except _snapshot.SnapshotError as exc:
                 self.module.warn(str(exc))
+                dir_plan = []
+            if bad:
+                self.module.warn('not restored exactly: %s; the snapshot %s is kept' % (', '.join(bad), path))
+                _snapshot.apply_dir_plan(dir_plan)
+            else:
+                try:
+                    _snapshot.retire(path, dir_plan)
+                except _snapshot.SnapshotError as exc:
+                    raise Failure(str(exc))
         self.changes.append(path)
         outcome = ('restored', []) if not bad else ('drifted', bad)
         result = self.result(live, after, items, self.conflicts(after, None), outcome=outcome)

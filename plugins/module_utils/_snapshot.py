@@ -590,9 +590,11 @@ def save(path, snapshot):
     directory = os.path.dirname(path) or '.'
     text = dumps(snapshot).encode('utf-8')
     try:
-        if not os.path.isdir(directory):
+        created = missing_ancestors(path)
+        if created:
             os.makedirs(directory, 0o700)
             os.chmod(directory, 0o700)
+            _write_created_marker(directory, created)
         fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
         try:
             with os.fdopen(fd, 'wb') as handle:
@@ -622,11 +624,137 @@ def save(path, snapshot):
 
 
 def discard(path):
-    """Remove the snapshot at ``path``; True when it was there."""
+    """Remove the snapshot at ``path`` (see ``retire``); True when it was there."""
+    existed = os.path.lexists(path)
+    retire(path)
+    return existed
+
+
+def retire(path, dir_plan=(), check=False, gone=()):
+    """Remove the snapshot at ``path`` once its rollback is done, then the directories
+    the rollback takes away; returns those directories, deepest first.
+
+    The directories are those of ``dir_plan`` (``dir_restore_plan``: the ones
+    that did not exist before the apply, each only when empty) and those
+    ``save`` created, once the snapshot directory holds nothing but its
+    marker: so the last layer rolled back, in whatever order, leaves the host
+    without them, as it was before the first apply. ``check``: change
+    nothing, return what would go, given the paths in ``gone`` that the
+    rollback removes before (its file plan's removals).
+    """
+    directory = os.path.dirname(path) or '.'
+    if check:
+        return _predict_retire(path, dir_plan, gone)
     try:
         os.unlink(path)
-        return True
     except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return False
-        raise SnapshotError('%s: cannot remove: %s' % (path, exc.strerror or exc))
+        if exc.errno != errno.ENOENT:
+            raise SnapshotError('%s: cannot remove: %s' % (path, exc.strerror or exc))
+    removed = _remove_created_dirs(directory)
+    removed.extend(d for d in apply_dir_plan(dir_plan) if d not in removed)
+    return sorted(removed, key=lambda p: (-_depth(p), p))
+
+
+def _listing(directory):
+    try:
+        return [os.path.join(directory, entry) for entry in sorted(os.listdir(directory))]
+    except OSError:
+        return None
+
+
+def _predict_retire(path, dir_plan, gone):
+    directory = os.path.dirname(path) or '.'
+    gone = set(gone) | set([path])
+    candidates = [a['path'] for a in dir_plan if a['action'] == 'rmdir_if_empty']
+    marker = os.path.join(directory, CREATED_MARKER)
+    entries = _listing(directory) or []
+    if marker in entries and all(e in gone for e in entries if e != marker):
+        try:
+            candidates.extend(created_dirs_to_remove(directory, [CREATED_MARKER], _read_marker(directory)))
+            gone.add(marker)
+        except (IOError, OSError):
+            pass
+    removed = []
+    for candidate in sorted(set(candidates), key=lambda p: (-_depth(p), p)):
+        entries = _listing(candidate)
+        if entries is not None and all(e in gone for e in entries):
+            removed.append(candidate)
+            gone.add(candidate)
+    return removed
+
+
+#: The file ``save`` leaves in a snapshot directory it created: the directories it created, as JSON.
+CREATED_MARKER = '.kvmlab-created-dirs'
+
+
+def missing_ancestors(path):
+    """The directories above ``path`` that do not exist, deepest first (``makedirs`` would create them)."""
+    found = []
+    directory = os.path.dirname(path)
+    while directory and directory != '/' and not os.path.isdir(directory):
+        found.append(directory)
+        directory = os.path.dirname(directory)
+    return found
+
+
+def created_dirs_to_remove(directory, entries, marker_text):
+    """Which directories to remove once ``directory`` holds ``entries`` (names), pure.
+
+    Nothing unless the only entry left is the marker and its text is a JSON
+    list of absolute paths, each ``directory`` or one of its ancestors;
+    otherwise those paths, deepest first.
+    """
+    if list(entries) != [CREATED_MARKER]:
+        return []
+    try:
+        listed = json.loads(marker_text)
+    except ValueError:
+        return []
+    directory = os.path.normpath(directory)
+    if not isinstance(listed, list):
+        return []
+    allowed = []
+    for item in listed:
+        if not isinstance(item, str) or not os.path.isabs(item):
+            return []
+        item = os.path.normpath(item)
+        if item != directory and not directory.startswith(item.rstrip('/') + '/'):
+            return []
+        allowed.append(item)
+    return sorted(set(allowed), key=lambda p: (-_depth(p), p))
+
+
+def _write_created_marker(directory, created):
+    with open(os.path.join(directory, CREATED_MARKER), 'w') as handle:
+        handle.write(json.dumps(sorted(created, key=lambda p: (-_depth(p), p))) + '\n')
+
+
+def _read_marker(directory):
+    with open(os.path.join(directory, CREATED_MARKER)) as handle:
+        return handle.read()
+
+
+def _remove_created_dirs(directory):
+    """Remove the directories ``save`` created once ``directory`` holds only its marker."""
+    try:
+        entries = sorted(os.listdir(directory))
+        if entries != [CREATED_MARKER]:
+            return []
+        text = _read_marker(directory)
+    except (IOError, OSError):
+        return []
+    doomed = created_dirs_to_remove(directory, entries, text)
+    if not doomed:
+        return []
+    removed = []
+    try:
+        os.unlink(os.path.join(directory, CREATED_MARKER))
+    except OSError:
+        return []
+    for path in doomed:
+        try:
+            os.rmdir(path)
+            removed.append(path)
+        except OSError:
+            break
+    return removed

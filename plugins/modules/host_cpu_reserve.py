@@ -431,16 +431,6 @@ def set_affinity(pid, cpus):
     os.sched_setaffinity(pid, cpus)
 
 
-def missing_ancestors(path):
-    """The directories above ``path`` that do not exist (makedirs would create them)."""
-    found = []
-    directory = os.path.dirname(path)
-    while directory and directory != '/' and not os.path.isdir(directory):
-        found.append(directory)
-        directory = os.path.dirname(directory)
-    return found
-
-
 class Failure(Exception):
     def __init__(self, msg, **extra):
         Exception.__init__(self, msg)
@@ -651,7 +641,7 @@ class CpuReserve(object):
                 try:
                     dirs = fd.snapshot_dirs(paths, path)
                     for target in paths + [path]:
-                        dirs.extend(d for d in missing_ancestors(target) if d not in dirs)
+                        dirs.extend(d for d in snap.missing_ancestors(target) if d not in dirs)
                     snapshot = snap.capture(fd.LAYER, files=paths, dirs=dirs,
                                             values={'pid1_cpus_allowed': pid1_before,
                                                     'online_cpus': format_cpulist(online)})
@@ -807,12 +797,12 @@ class CpuReserve(object):
         removed_dirs = []
         if not self.check:
             try:
-                snap.discard(path)
-                removed_dirs = snap.apply_dir_plan(dir_actions)
+                removed_dirs = snap.retire(path, dir_actions)
             except snap.SnapshotError as exc:
                 raise Failure(to_native(exc))
         else:
-            removed_dirs = [a['path'] for a in dir_actions if a['action'] == 'rmdir_if_empty']
+            removed_dirs = snap.retire(path, dir_actions, check=True,
+                                       gone=[a['path'] for a in file_actions if a['action'] == 'remove'])
         self.report.append('%s snapshot %s' % ('would remove' if self.check else 'removed', path))
         result = self.result('restored', True, None, online,
                              files=[{'path': a['path'], 'action': a['action']} for a in file_actions],

@@ -484,30 +484,18 @@ class Installer(object):
             try:
                 snap.apply_file_plan(file_plan)
                 if self.result['snapshot']['action'] == 'restored':
-                    snap.discard(snapshot_path)
-                    self.result['dirs'] = snap.apply_dir_plan(dir_plan)
+                    self.result['dirs'] = snap.retire(snapshot_path, dir_plan)
             except snap.SnapshotError as exc:
                 self.module.fail_json(msg='metrics_collector: %s' % exc, **self.result)
         else:
-            self.result['dirs'] = [a['path'] for a in dir_plan if a['action'] == 'rmdir_if_empty'
-                                   and self._would_empty(a['path'], file_plan, dir_plan, snapshot_path)]
+            self.result['dirs'] = snap.retire(snapshot_path, dir_plan, check=True,
+                                              gone=[a['path'] for a in file_plan if a['action'] == 'remove'])
         if self.systemctl and units_changed:
             self._systemctl('daemon-reload')
         if self.systemctl:
             self.result['timer'] = self._timer_state() if not self.module.check_mode else \
                 {'enabled': False, 'active': False}
 
-    def _would_empty(self, directory, file_plan, dir_plan, snapshot_path):
-        """Check mode: would ``directory`` be empty after the plan (removed files, removed subdirectories)?"""
-        gone = set(a['path'] for a in file_plan if a['action'] == 'remove')
-        gone.add(snapshot_path)
-        gone.update(a['path'] for a in dir_plan if a['action'] == 'rmdir_if_empty' and a['path'] != directory
-                    and a['path'].startswith(directory.rstrip('/') + '/'))
-        try:
-            entries = os.listdir(directory)
-        except OSError:
-            return False
-        return all(os.path.join(directory, entry) in gone for entry in entries)
 
     def query(self):
         items = []

@@ -936,13 +936,11 @@ class SliceWeight(object):
                           'warnings': [], 'actions': actions, 'changed': bool(actions),
                           'properties': live_properties(show), 'systemd': show, 'cgroup': cgroup,
                           'recorded': records[name]})
-        removed_dirs = []
-        if not check_mode:
-            try:
-                snap.discard(path)
-                removed_dirs = snap.apply_dir_plan(dir_plan)
-            except snap.SnapshotError as exc:
-                self.fail(to_native(exc))
+        try:
+            removed_dirs = snap.retire(path, dir_plan, check=check_mode,
+                                       gone=[a['path'] for a in file_plan if a['action'] == 'remove'])
+        except snap.SnapshotError as exc:
+            self.fail(to_native(exc))
         result.update(changed=True, units=units, commands=self.commands, not_restored=not_restored,
                       files=[{'path': a['path'], 'action': a['action']} for a in file_plan],
                       dirs_removed=removed_dirs,

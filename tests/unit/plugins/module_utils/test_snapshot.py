@@ -351,7 +351,54 @@ def test_save_modes_and_never_overwrite(tmp_path):
     other['values'] = {'different': True}
     assert snap.save(str(path), other) is False
     assert snap.load(str(path))['values'] == {'thp': {'enabled': 'madvise'}}
-    assert os.listdir(str(path.parent)) == ['memory.json']
+    assert sorted(os.listdir(str(path.parent))) == [snap.CREATED_MARKER, 'memory.json']
+
+
+def test_save_marks_the_dirs_it_created_and_the_last_discard_removes_them(tmp_path):
+    top = tmp_path / 'kvmlab'
+    first, second = top / 'snapshots' / 'a.json', top / 'snapshots' / 'b.json'
+    assert snap.save(str(first), sample()) is True
+    marker = top / 'snapshots' / snap.CREATED_MARKER
+    assert json.loads(marker.read_text()) == [str(top / 'snapshots'), str(top)]
+    assert snap.save(str(second), sample()) is True
+    assert json.loads(marker.read_text()) == [str(top / 'snapshots'), str(top)]  # written once, by the creator
+    assert snap.discard(str(first)) is True
+    assert sorted(os.listdir(str(top / 'snapshots'))) == [snap.CREATED_MARKER, 'b.json']
+    assert snap.discard(str(second)) is True
+    assert not top.exists()
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_discard_keeps_dirs_that_hold_something_else_or_existed(tmp_path):
+    top = tmp_path / 'kvmlab'
+    path = top / 'snapshots' / 'a.json'
+    assert snap.save(str(path), sample())
+    (top / 'status.json').write_text('{}')
+    assert snap.discard(str(path)) is True
+    assert not (top / 'snapshots').exists()  # created and empty: gone
+    assert sorted(os.listdir(str(top))) == ['status.json']  # holds something else: stays
+    other = tmp_path / 'existing'
+    other.mkdir()
+    assert snap.save(str(other / 'a.json'), sample())
+    assert os.listdir(str(other)) == ['a.json']  # no marker in a directory that was there
+    (other / 'operator.txt').write_text('x')
+    assert snap.discard(str(other / 'a.json')) is True
+    assert os.listdir(str(other)) == ['operator.txt']
+
+
+@pytest.mark.parametrize('entries, text, expected', [
+    (['.kvmlab-created-dirs'], '["/v/k/s", "/v/k"]', ['/v/k/s', '/v/k']),
+    (['.kvmlab-created-dirs'], '["/v/k", "/v/k/s"]', ['/v/k/s', '/v/k']),
+    (['.kvmlab-created-dirs', 'b.json'], '["/v/k/s"]', []),
+    (['.kvmlab-created-dirs'], 'not json', []),
+    (['.kvmlab-created-dirs'], '{"a": 1}', []),
+    (['.kvmlab-created-dirs'], '["v/k/s"]', []),
+    (['.kvmlab-created-dirs'], '["/v/k/s", "/etc"]', []),
+    (['.kvmlab-created-dirs'], '["/v/k/s/deeper"]', []),
+    (['.kvmlab-created-dirs'], '[1]', []),
+])
+def test_created_dirs_to_remove_rules(entries, text, expected):
+    assert snap.created_dirs_to_remove('/v/k/s', entries, text) == expected
 
 
 def test_save_keeps_existing_dir_mode(tmp_path):
@@ -402,3 +449,34 @@ def test_read_records_reject_wrong_types(tmp_path):
     with pytest.raises(SnapshotError, match='not a directory'):
         snap.read_dir_record(str(f))
     assert snap.read_file_record(str(f / 'below'))['exists'] is False
+
+
+def test_retire_check_predicts_what_retire_removes(tmp_path):
+    top = tmp_path / 'kvmlab'
+    path = top / 'snapshots' / 'a.json'
+    made = tmp_path / 'etc' / 'made.d'
+    plan = [{'action': 'rmdir_if_empty', 'path': str(made)}, {'action': 'keep', 'path': str(tmp_path / 'etc')}]
+    assert snap.save(str(path), sample())
+    made.mkdir(parents=True)
+    (made / 'dropin.conf').write_text('x')
+    (top / 'status.json').write_text('{}')
+    # the status file stays: the parent is kept, the snapshot directory goes
+    assert snap.retire(str(path), plan, check=True) == [str(top / 'snapshots')]
+    # the drop-in and the status file are removed by the rollback first: everything goes
+    gone = [str(made / 'dropin.conf'), str(top / 'status.json')]
+    predicted = snap.retire(str(path), plan, check=True, gone=gone)
+    assert predicted == [str(made), str(top / 'snapshots'), str(top)]  # deepest first
+    assert path.exists() and made.exists()  # check changed nothing
+    for name in gone:
+        os.unlink(name)
+    assert snap.retire(str(path), plan) == predicted
+    assert sorted(os.listdir(str(tmp_path))) == ['etc']
+
+
+def test_retire_of_one_of_two_snapshots_keeps_the_directory(tmp_path):
+    first, second = tmp_path / 'k' / 's' / 'a.json', tmp_path / 'k' / 's' / 'b.json'
+    assert snap.save(str(first), sample()) and snap.save(str(second), sample())
+    assert snap.retire(str(first), check=True) == []
+    assert snap.retire(str(first)) == []
+    assert snap.retire(str(second), check=True) == [str(tmp_path / 'k' / 's'), str(tmp_path / 'k')]
+    assert snap.retire(str(second)) == [str(tmp_path / 'k' / 's'), str(tmp_path / 'k')]
