@@ -7,8 +7,10 @@ One file, two uses:
 
 * imported as ``module_utils._metrics`` (by the ``metrics_collector`` module
   and the unit tests): pure parsers and computations, data in, data out;
-* run as a script on the host (``python3 _metrics.py --config C --output O
-  --state S``), copied there verbatim by ``metrics_collector``: it reads
+* run on the host (``main``: ``--config C --output O --state S``), copied
+  there verbatim by ``metrics_collector`` and imported by the service's
+  ``python3 -c`` line (``service_unit``), so its bytecode is cached between
+  runs (``-X pycache_prefix`` under the state directory): it reads
   cgroups, ``/proc`` and ``/sys`` once, compares the reading with the previous
   one kept in a small state file, and writes node_exporter's textfile format
   atomically (temporary file in the same directory, then a rename).
@@ -42,7 +44,6 @@ Definitions (the HELP text of every metric says the same):
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -857,6 +858,8 @@ def build_families(tiers, tier_seconds, present, running, shares, guests, pools,
 
 UNIT_HEADER = '# Managed by kvmlab.host_resources.metrics_collector; its state=absent removes this file.'
 COLLECTOR_NAME = 'kvmlab_metrics.py'
+#: The collector's bytecode cache, in the state directory (``service_unit``).
+PYCACHE_NAME = 'pycache'
 
 
 def config_document(tiers, pools=None, guests=None, busy_threshold_cpus=DEFAULT_BUSY_THRESHOLD,
@@ -899,11 +902,25 @@ def _unit_path_ok(path):
     return bool(path) and path.startswith('/') and not re.search(r'[\s"\'\\%$;]', path)
 
 
-def service_unit(python, collector, config_path, output, state_path, writable_dirs):
-    """The oneshot service that runs the collector once."""
-    for path in [python, collector, config_path, output, state_path] + list(writable_dirs):
+def service_unit(python, collector, config_path, output, state_path, writable_dirs, pycache_dir):
+    """The oneshot service that runs the collector once.
+
+    It imports the collector (``-c``) rather than running it as a script: a
+    script is compiled again at every start, an imported module's bytecode is
+    cached, in ``pycache_dir`` (``-X pycache_prefix``; the unit's file system
+    is read-only but for ``writable_dirs``, which must hold it).
+    """
+    for path in [python, collector, config_path, output, state_path, pycache_dir] + list(writable_dirs):
         if not _unit_path_ok(path):
             raise MetricsError('path "%s" must be absolute, without spaces, quotes, %%, $ or ;' % path)
+    if not any(pycache_dir.startswith(d.rstrip('/') + '/') for d in writable_dirs):
+        raise MetricsError('the bytecode cache %s must lie in a writable directory (%s)'
+                           % (pycache_dir, ', '.join(writable_dirs)))
+    name = os.path.basename(collector)
+    if not name.endswith('.py') or not re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', name[:-3]):
+        raise MetricsError('the collector %s must be a Python module file (NAME.py)' % collector)
+    launcher = "import sys; sys.path.insert(0, '%s'); import %s; sys.exit(%s.main())" % (
+        os.path.dirname(collector), name[:-3], name[:-3])
     return '\n'.join([
         UNIT_HEADER,
         '[Unit]',
@@ -911,8 +928,8 @@ def service_unit(python, collector, config_path, output, state_path, writable_di
         '',
         '[Service]',
         'Type=oneshot',
-        'ExecStart=%s -I -S %s --config %s --output %s --state %s' % (python, collector, config_path, output,
-                                                                      state_path),
+        'ExecStart=%s -I -S -X pycache_prefix=%s -c "%s" --config %s --output %s --state %s' % (
+            python, pycache_dir, launcher, config_path, output, state_path),
         'Nice=10',
         'IOSchedulingClass=idle',
         'ProtectSystem=strict',
@@ -1033,14 +1050,42 @@ def _self_families(success, started, errors):
     ]
 
 
+USAGE = 'usage: kvmlab_metrics --config FILE --output FILE.prom [--state FILE] [--root DIR]'
+#: The options of ``main``: name -> required.
+OPTIONS = {'config': True, 'output': True, 'state': False, 'root': False}
+
+
+def parse_args(argv):
+    """``{config, output, state, root}`` from ``--name value`` / ``--name=value`` words (pure).
+
+    Raises ``MetricsError`` naming the problem. (No argparse: its import is a
+    tenth of the collector's whole CPU cost per run.)
+    """
+    args = {'state': None, 'root': '/'}
+    words = list(argv)
+    while words:
+        word = words.pop(0)
+        name, sep, value = word.partition('=')
+        if not name.startswith('--') or name[2:] not in OPTIONS:
+            raise MetricsError('unknown argument %r' % word)
+        if not sep:
+            if not words:
+                raise MetricsError('%s needs a value' % name)
+            value = words.pop(0)
+        args[name[2:]] = value
+    missing = ['--' + n for n, required in sorted(OPTIONS.items()) if required and not args.get(n)]
+    if missing:
+        raise MetricsError('missing %s' % ', '.join(missing))
+    return args
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description='kvmlab.host_resources metrics collector (node_exporter textfile)')
-    parser.add_argument('--config', required=True, help='JSON configuration written by metrics_collector')
-    parser.add_argument('--output', required=True, help='the .prom file in the textfile collector directory')
-    parser.add_argument('--state', help='small JSON state file with the previous sample')
-    parser.add_argument('--root', default='/', help='read /proc, /sys and /run below this directory (tests)')
-    args = parser.parse_args(argv)
-    return run(args.config, args.output, args.state, args.root)
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except MetricsError as exc:
+        sys.stderr.write('kvmlab_metrics: %s\n%s\n' % (exc, USAGE))
+        return 2
+    return run(args['config'], args['output'], args['state'], args['root'])
 
 
 if __name__ == '__main__':

@@ -23,7 +23,9 @@ description:
     O(install_dir)/C(kvmlab_metrics.py) (the module reads its own payload's copy, so
     there is one source of the collector); a JSON configuration with the tiers, the
     pools and the guest-to-tier map; a oneshot service and a timer running it every
-    O(interval) seconds with the system Python (C(-I -S), standard library only). No
+    O(interval) seconds with the system Python (C(-I -S), standard library only), which
+    imports the collector so that its bytecode is cached between runs, in
+    O(state_dir)/C(pycache) (C(-X pycache_prefix)). No
     daemon of its own and no port; node_exporter's textfile collector reads the file,
     which the collector writes atomically (temporary file in the same directory, then
     a rename).
@@ -32,7 +34,8 @@ description:
     root-only snapshot at O(snapshot_path) through the collection's snapshot library.
     O(state=absent) stops and disables the timer, restores that snapshot (files that
     did not exist are removed, directories that did not exist are removed when empty)
-    and removes the snapshot; without a snapshot it removes the files it manages.
+    and removes the snapshot; without a snapshot it removes the files it manages. The
+    bytecode cache goes whole either way.
   - The role C(kvmlab.host_resources.shared_execution_pool_metrics) installs, reports
     and uninstalls the collector with the collection's policy.
 author:
@@ -315,6 +318,7 @@ class Installer(object):
             'config': p['config_path'],
             'output': os.path.join(p['textfile_dir'], p['output_name']),
             'state': os.path.join(p['state_dir'], 'state.json'),
+            'pycache': os.path.join(p['state_dir'], _metrics.PYCACHE_NAME),
             'service': os.path.join(p['unit_dir'], p['unit_name'] + '.service'),
             'timer': os.path.join(p['unit_dir'], p['unit_name'] + '.timer'),
         }
@@ -354,7 +358,7 @@ class Installer(object):
                                            p['policy_status_file'])
             service = _metrics.service_unit(p['python'], self.paths['collector'], self.paths['config'],
                                             self.paths['output'], self.paths['state'],
-                                            [p['textfile_dir'], p['state_dir']])
+                                            [p['textfile_dir'], p['state_dir']], self.paths['pycache'])
             timer = _metrics.timer_unit(self.service_name, p['interval'])
         except _metrics.MetricsError as exc:
             self.module.fail_json(msg='metrics_collector: %s' % exc)
@@ -467,6 +471,12 @@ class Installer(object):
                 path = self.paths[key]
                 if self._ours(path):
                     file_plan.append({'action': 'remove', 'path': path})
+        # the collector's bytecode cache: the interpreter's, not recorded; it goes whole
+        cache_files, cache_dirs = [], []
+        for directory, _subdirs, names in os.walk(self.paths['pycache'], topdown=False):
+            cache_files.extend({'action': 'remove', 'path': os.path.join(directory, n)} for n in sorted(names))
+            cache_dirs.append({'action': 'rmdir_if_empty', 'path': directory})
+        dir_plan = cache_dirs + dir_plan
         units_changed = False
         for action in file_plan:
             if action['action'] == 'keep':
@@ -480,11 +490,15 @@ class Installer(object):
             self._diff(path, before, after)
             if path in (self.paths['service'], self.paths['timer']):
                 units_changed = True
+        self.result['files'].extend(a['path'] for a in cache_files)  # bytecode: no diff
+        file_plan = file_plan + cache_files
         if not self.module.check_mode:
             try:
                 snap.apply_file_plan(file_plan)
                 if self.result['snapshot']['action'] == 'restored':
                     self.result['dirs'] = snap.retire(snapshot_path, dir_plan)
+                else:
+                    self.result['dirs'] = snap.apply_dir_plan(cache_dirs)
             except snap.SnapshotError as exc:
                 self.module.fail_json(msg='metrics_collector: %s' % exc, **self.result)
         else:

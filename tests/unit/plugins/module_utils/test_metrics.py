@@ -3,6 +3,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -512,16 +513,56 @@ def test_cpu_cost_with_13_guests(tmp_path, capsys):
     assert text.count('kvmlab_guest_vcpus{') == 13
     assert 'kvmlab_guest_vcpus{guest="ocp-infra-01",tier="silver"} 16' in text
     best = min(runs)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    child_before = usage.ru_utime + usage.ru_stime
-    # as the service runs it: the system interpreter, isolated, without site-packages
+    # as the service runs it: its ExecStart line (the system interpreter, isolated, without
+    # site-packages, importing the installed copy so that its bytecode is cached)
     python = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
-    subprocess.run([python, '-I', '-S', SCRIPT, '--config', cfg, '--output', out, '--state', state,
-                    '--root', host.root], check=True)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    whole = usage.ru_utime + usage.ru_stime - child_before
+    lib, state_dir = tmp_path / 'lib', tmp_path / 'state'
+    lib.mkdir()
+    state_dir.mkdir()
+    shutil.copy(SCRIPT, str(lib / m.COLLECTOR_NAME))
+    unit = m.service_unit(python, str(lib / m.COLLECTOR_NAME), cfg, out, state, [str(state_dir)],
+                          str(state_dir / m.PYCACHE_NAME))
+    argv = shlex.split([line for line in unit.splitlines() if line.startswith('ExecStart=')][0][len('ExecStart='):])
+    whole = []
+    for _round in range(4):
+        host.advance(15)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        child_before = usage.ru_utime + usage.ru_stime
+        subprocess.run(argv + ['--root', host.root], check=True)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        whole.append(usage.ru_utime + usage.ru_stime - child_before)
+    assert list((state_dir / m.PYCACHE_NAME).rglob('*.pyc'))
     with capsys.disabled():
         sys.stdout.write('\ncollector CPU per run with 13 guests / 122 vCPUs: in-process min %.1f ms, median %.1f ms; '
-                         'whole process (interpreter start included) %.1f ms\n'
-                         % (best * 1000, sorted(runs)[2] * 1000, whole * 1000))
+                         'whole process as the service runs it (interpreter start included): first run %.1f ms '
+                         '(compiles), then min %.1f ms, median %.1f ms\n'
+                         % (best * 1000, sorted(runs)[2] * 1000, whole[0] * 1000, min(whole[1:]) * 1000,
+                            sorted(whole[1:])[1] * 1000))
     assert best < 0.050
+
+
+@pytest.mark.parametrize('argv, problem', [
+    (['--output', 'o.prom'], 'missing --config'),
+    (['--config', 'c'], 'missing --output'),
+    ([], 'missing --config, --output'),
+    (['--config', 'c', '--output'], '--output needs a value'),
+    (['--config', 'c', '--output', 'o', '--colour', 'x'], "unknown argument '--colour'"),
+    (['c', '--output', 'o'], "unknown argument 'c'"),
+])
+def test_parse_args_rejects(argv, problem):
+    with pytest.raises(m.MetricsError) as err:
+        m.parse_args(argv)
+    assert str(err.value) == problem
+
+
+def test_parse_args_forms_and_defaults():
+    assert m.parse_args(['--config', 'c', '--output=o.prom']) == {'config': 'c', 'output': 'o.prom',
+                                                                  'state': None, 'root': '/'}
+    # a later word wins (the service's line plus a test's --root)
+    assert m.parse_args(['--config', 'c', '--output', 'o', '--state', 's', '--root', '/a', '--root', '/b'])['root'] == '/b'
+
+
+def test_main_usage_error_exit_2(capsys):
+    assert m.main(['--config', 'c']) == 2
+    err = capsys.readouterr().err
+    assert 'kvmlab_metrics: missing --output' in err and m.USAGE in err and 'Traceback' not in err

@@ -1,6 +1,9 @@
 """metrics_collector: install, idempotence, check mode, diff and uninstall on a tree, with a fake systemctl."""
 import json
 import os
+import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -102,9 +105,13 @@ def test_install_then_idempotent_then_uninstall(tree):
                                'guest_domain': '2-7'}
     assert config['guests'] == {'kvm-worker-03': 'bronze'}
     service = (root / 'etc/systemd/system/kvmlab-metrics.service').read_text()
-    assert 'ExecStart=/usr/bin/python3 -I -S %s --config %s --output %s --state %s' % (
-        collector, root / 'etc/kvmlab/metrics.json', root / 'var/lib/prometheus/node-exporter/kvmlab.prom',
-        root / 'var/lib/kvmlab/metrics/state.json') in service
+    pycache = root / 'var/lib/kvmlab/metrics/pycache'
+    launcher = "import sys; sys.path.insert(0, '%s'); import kvmlab_metrics; sys.exit(kvmlab_metrics.main())" % (
+        collector.parent)
+    exec_start = '/usr/bin/python3 -I -S -X pycache_prefix=%s -c "%s" --config %s --output %s --state %s' % (
+        pycache, launcher, root / 'etc/kvmlab/metrics.json', root / 'var/lib/prometheus/node-exporter/kvmlab.prom',
+        root / 'var/lib/kvmlab/metrics/state.json')
+    assert 'ExecStart=%s\n' % exec_start in service
     timer = (root / 'etc/systemd/system/kvmlab-metrics.timer').read_text()
     assert 'OnUnitActiveSec=15s' in timer and 'AccuracySec=1s' in timer
     assert oct((root / 'var/lib/kvmlab/metrics').stat().st_mode & 0o777) == '0o700'
@@ -112,10 +119,16 @@ def test_install_then_idempotent_then_uninstall(tree):
     assert fake.enabled == {'kvmlab-metrics.timer'} and fake.active == {'kvmlab-metrics.timer'}
     assert result['timer'] == {'enabled': True, 'active': True}
 
-    # the collector runs and writes its files
+    # the collector runs as the service runs it (its ExecStart, reading a generated host) and writes its
+    # files; the import leaves its bytecode in the cache, not beside the installed file
     out = root / 'var/lib/prometheus/node-exporter/kvmlab.prom'
-    assert _metrics.run(str(root / 'etc/kvmlab/metrics.json'), str(out), str(root / 'var/lib/kvmlab/metrics/state.json'),
-                        str(tmp_root(root))) == 0
+    argv = shlex.split(exec_start)
+    argv[0] = sys.executable
+    proc = subprocess.run(argv + ['--root', str(tmp_root(root))], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert 'kvmlab_collector_success 1\n' in out.read_text()
+    assert (pycache / str(collector.parent).lstrip('/') / ('kvmlab_metrics.%s.pyc' % sys.implementation.cache_tag)).is_file()
+    assert not (collector.parent / '__pycache__').exists()
 
     # the status playbook writes the verdicts while the collector is installed
     (root / 'var/lib/kvmlab/policy_status.json').write_text('{"layers": {"shared_execution_pool": "stock"}}\n')
