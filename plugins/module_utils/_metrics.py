@@ -963,16 +963,6 @@ def timer_unit(service_name, interval):
     ])
 
 
-def missing_dirs(path, exists):
-    """``path`` and its ancestors that do not exist (``exists(p)`` says), outermost first."""
-    out = []
-    current = path.rstrip('/') or '/'
-    while current not in ('', '/') and not exists(current):
-        out.insert(0, current)
-        current = os.path.dirname(current)
-    return out
-
-
 # ---------------------------------------------------------------------------
 # Files (I/O)
 

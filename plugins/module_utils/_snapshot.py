@@ -687,14 +687,19 @@ def _predict_retire(path, dir_plan, gone):
 CREATED_MARKER = '.kvmlab-created-dirs'
 
 
+def missing_dirs(directory):
+    """``directory`` and its ancestors that do not exist, outermost first (the order to create them in)."""
+    found = []
+    directory = directory.rstrip('/')
+    while directory and not os.path.isdir(directory):
+        found.insert(0, directory)
+        directory = os.path.dirname(directory).rstrip('/')
+    return found
+
+
 def missing_ancestors(path):
     """The directories above ``path`` that do not exist, deepest first (``makedirs`` would create them)."""
-    found = []
-    directory = os.path.dirname(path)
-    while directory and directory != '/' and not os.path.isdir(directory):
-        found.append(directory)
-        directory = os.path.dirname(directory)
-    return found
+    return list(reversed(missing_dirs(os.path.dirname(path))))
 
 
 def created_dirs_to_remove(directory, entries, marker_text):

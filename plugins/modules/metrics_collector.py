@@ -383,7 +383,7 @@ class Installer(object):
         files = self.wanted_files()
         new_dirs = []
         for directory, _mode in self.wanted_dirs():
-            for missing in _metrics.missing_dirs(directory, os.path.isdir):
+            for missing in snap.missing_dirs(directory):
                 if missing not in new_dirs:
                     new_dirs.append(missing)
         # the snapshot first: what exists before anything is written
@@ -392,8 +392,8 @@ class Installer(object):
             self.result['snapshot']['action'] = 'exists'
         else:
             self.result['snapshot']['action'] = 'created'
-            record_dirs = list(new_dirs) + [d for d in _metrics.missing_dirs(os.path.dirname(snapshot_path),
-                                                                             os.path.isdir) if d not in new_dirs]
+            record_dirs = list(new_dirs) + [d for d in snap.missing_dirs(os.path.dirname(snapshot_path))
+                                            if d not in new_dirs]
             try:
                 # the policy status file the status playbook writes while the collector is installed
                 extra = [self.p['policy_status_file']] if self.p['policy_status_file'] else []

@@ -480,3 +480,13 @@ def test_retire_of_one_of_two_snapshots_keeps_the_directory(tmp_path):
     assert snap.retire(str(first)) == []
     assert snap.retire(str(second), check=True) == [str(tmp_path / 'k' / 's'), str(tmp_path / 'k')]
     assert snap.retire(str(second)) == [str(tmp_path / 'k' / 's'), str(tmp_path / 'k')]
+
+
+def test_missing_dirs_and_ancestors(tmp_path):
+    base = str(tmp_path)
+    assert snap.missing_dirs(base + '/a/b/') == [base + '/a', base + '/a/b']
+    assert snap.missing_ancestors(base + '/a/b/f.json') == [base + '/a/b', base + '/a']
+    os.makedirs(base + '/a')
+    assert snap.missing_dirs(base + '/a/b') == [base + '/a/b']
+    assert snap.missing_dirs(base + '/a') == [] and snap.missing_dirs('/') == []
+    assert snap.missing_ancestors(base + '/a/f.json') == []
