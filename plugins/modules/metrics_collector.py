@@ -510,7 +510,6 @@ class Installer(object):
             self.result['timer'] = self._timer_state() if not self.module.check_mode else \
                 {'enabled': False, 'active': False}
 
-
     def query(self):
         items = []
         names = {'collector': 'collector script', 'config': 'collector config', 'service': 'service unit',
