@@ -424,7 +424,10 @@ class MemoryOversub(object):
                 dir_plan = []
             if bad:
                 self.module.warn('not restored exactly: %s; the snapshot %s is kept' % (', '.join(bad), path))
-                _snapshot.apply_dir_plan(dir_plan)
+                try:
+                    _snapshot.apply_dir_plan(dir_plan)
+                except _snapshot.SnapshotError as exc:
+                    self.module.warn(str(exc))
             else:
                 try:
                     _snapshot.retire(path, dir_plan)

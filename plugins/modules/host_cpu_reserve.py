@@ -794,15 +794,11 @@ class CpuReserve(object):
         if pid1_after != pid1_wanted:
             raise Failure('PID 1 runs on %s, not on the snapshot\'s %s; the snapshot %s is kept'
                           % (pid1_after, pid1_wanted, path))
-        removed_dirs = []
-        if not self.check:
-            try:
-                removed_dirs = snap.retire(path, dir_actions)
-            except snap.SnapshotError as exc:
-                raise Failure(to_native(exc))
-        else:
-            removed_dirs = snap.retire(path, dir_actions, check=True,
+        try:
+            removed_dirs = snap.retire(path, dir_actions, check=self.check,
                                        gone=[a['path'] for a in file_actions if a['action'] == 'remove'])
+        except snap.SnapshotError as exc:
+            raise Failure(to_native(exc))
         self.report.append('%s snapshot %s' % ('would remove' if self.check else 'removed', path))
         result = self.result('restored', True, None, online,
                              files=[{'path': a['path'], 'action': a['action']} for a in file_actions],

@@ -492,18 +492,15 @@ class Installer(object):
                 units_changed = True
         self.result['files'].extend(a['path'] for a in cache_files)  # bytecode: no diff
         file_plan = file_plan + cache_files
-        if not self.module.check_mode:
-            try:
+        # check mode predicts with the same call that the real run makes (dir_plan is the cache's alone
+        # without a snapshot)
+        try:
+            if not self.module.check_mode:
                 snap.apply_file_plan(file_plan)
-                if self.result['snapshot']['action'] == 'restored':
-                    self.result['dirs'] = snap.retire(snapshot_path, dir_plan)
-                else:
-                    self.result['dirs'] = snap.apply_dir_plan(cache_dirs)
-            except snap.SnapshotError as exc:
-                self.module.fail_json(msg='metrics_collector: %s' % exc, **self.result)
-        else:
-            self.result['dirs'] = snap.retire(snapshot_path, dir_plan, check=True,
+            self.result['dirs'] = snap.retire(snapshot_path, dir_plan, check=self.module.check_mode,
                                               gone=[a['path'] for a in file_plan if a['action'] == 'remove'])
+        except snap.SnapshotError as exc:
+            self.module.fail_json(msg='metrics_collector: %s' % exc, **self.result)
         if self.systemctl and units_changed:
             self._systemctl('daemon-reload')
         if self.systemctl:
