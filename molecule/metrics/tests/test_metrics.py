@@ -87,6 +87,8 @@ def interval(host):
         run_collector(host)
         elapsed = time.time() - started
         text = host.file(OUTPUT).content_string
+        # systemd's own accounting of that run (the service's cgroup, kept after the oneshot ends)
+        unit_cpu = int(host.check_output("systemctl show -p CPUUsageNSec --value %s" % SERVICE)) / 1e9
         # right after the run: the counters the collector read are at most this far behind
         schedstat = {}
         for guest in BUSY:
@@ -108,7 +110,7 @@ def interval(host):
     finally:
         host.run("systemctl start %s" % TIMER)
     return {"first": first, "second": second, "elapsed": elapsed, "text": text, "metrics": parse(text),
-            "schedstat": schedstat, "sysfs": sysfs}
+            "schedstat": schedstat, "sysfs": sysfs, "unit_cpu": unit_cpu}
 
 
 def test_the_timer_runs_the_collector(host):
@@ -188,9 +190,15 @@ def test_policy_verdicts_and_collector_cost(interval):
     cpu = value(metrics, "kvmlab_collector_cpu_seconds")
     wall = value(metrics, "kvmlab_collector_duration_seconds")
     guests = len(metrics.get("kvmlab_guest_tier_info", []))
-    print("collector cost per run: %.1f ms CPU, %.1f ms wall, %d guests (nested TCG)" % (cpu * 1e3, wall * 1e3, guests))
+    unit_cpu = interval["unit_cpu"]
+    print("collector cost per run: %.1f ms CPU (systemd's accounting of the run: %.1f ms), %.1f ms wall, %d guests"
+          " (nested TCG: the lab's vCPUs share this machine's CPUs with the busy guests, so CPU time here is inflated;"
+          " the cost goal is measured in the unit tier)" % (cpu * 1e3, unit_cpu * 1e3, wall * 1e3, guests))
     assert guests == len(BUSY) + len(LAB)
-    assert 0 < cpu < 2.0
+    # the figure is the whole process's CPU: part of what systemd counts for the run (the rest is writing the file
+    # and the interpreter's exit), never a fraction of it such as the collection alone
+    assert 0 < cpu <= unit_cpu * 1.02 + 0.005, (cpu, unit_cpu)
+    assert cpu >= 0.5 * unit_cpu, (cpu, unit_cpu)
 
 
 def test_status_file_is_the_layer_verdicts(host):
