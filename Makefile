@@ -29,7 +29,7 @@ help:
 	@echo "make test        unit, sanity, fast libvirt tier, oldest ansible-core and Molecule scenarios (what CI runs)"
 	@echo "make lab-up      boot the lab host (Debian VM with libvirt and three guests)"
 	@echo "make lab-down    stop the lab host and everything it started"
-	@echo "make bench       rerunnable benchmarks (topology facts, pools, libvirt_pin)"
+	@echo "make bench       rerunnable benchmarks (topology, pools, libvirt_pin, the role against virsh, the metrics collector; lab ones with KVMLAB_BENCH_INVENTORY)"
 
 deps: apt venv collection-link
 

@@ -2,12 +2,10 @@
 import json
 import os
 import re
-import resource
 import shlex
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -488,8 +486,12 @@ def test_script_bad_config_writes_failure_not_traceback(tmp_path):
     check_format(out.read_text())
 
 
-def test_cpu_cost_with_13_guests(tmp_path, capsys):
-    """seed 001's 13 guests (122 vCPUs): the collector's CPU per run, in-process and as a whole process."""
+def test_13_guests_in_process_and_as_the_service_runs_it(tmp_path):
+    """seed 001's 13 guests (122 vCPUs), in-process and through the service's own ExecStart line.
+
+    Its CPU per run (issue 14's goal, under 50 ms) is a benchmark, not a timed test:
+    tests/bench/bench_metrics_collector.py.
+    """
     host = FakeHost(tmp_path / 'root', cpus=96)
     for tier in ('gold', 'silver', 'bronze'):
         host.cgroup('/machine.slice/machine-%s.slice' % tier, usage_usec=0)
@@ -502,17 +504,12 @@ def test_cpu_cost_with_13_guests(tmp_path, capsys):
     cfg = _write_config(tmp_path, host, pools=pools)
     out = str(tmp_path / 'kvmlab.prom')
     state = str(tmp_path / 'state.json')
-    m.run(cfg, out, state, host.root)
-    runs = []
-    for _round in range(5):
-        host.advance(15)
-        before = time.process_time()
-        assert m.run(cfg, out, state, host.root) == 0
-        runs.append(time.process_time() - before)
+    assert m.run(cfg, out, state, host.root) == 0
+    host.advance(15)
+    assert m.run(cfg, out, state, host.root) == 0
     text = open(out).read()
     assert text.count('kvmlab_guest_vcpus{') == 13
     assert 'kvmlab_guest_vcpus{guest="ocp-infra-01",tier="silver"} 16' in text
-    best = min(runs)
     # as the service runs it: its ExecStart line (the system interpreter, isolated, without
     # site-packages, importing the installed copy so that its bytecode is cached)
     python = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
@@ -523,22 +520,14 @@ def test_cpu_cost_with_13_guests(tmp_path, capsys):
     unit = m.service_unit(python, str(lib / m.COLLECTOR_NAME), cfg, out, state, [str(state_dir)],
                           str(state_dir / m.PYCACHE_NAME))
     argv = shlex.split([line for line in unit.splitlines() if line.startswith('ExecStart=')][0][len('ExecStart='):])
-    whole = []
-    for _round in range(4):
-        host.advance(15)
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        child_before = usage.ru_utime + usage.ru_stime
-        subprocess.run(argv + ['--root', host.root], check=True)
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        whole.append(usage.ru_utime + usage.ru_stime - child_before)
-    assert list((state_dir / m.PYCACHE_NAME).rglob('*.pyc'))
-    with capsys.disabled():
-        sys.stdout.write('\ncollector CPU per run with 13 guests / 122 vCPUs: in-process min %.1f ms, median %.1f ms; '
-                         'whole process as the service runs it (interpreter start included): first run %.1f ms '
-                         '(compiles), then min %.1f ms, median %.1f ms\n'
-                         % (best * 1000, sorted(runs)[2] * 1000, whole[0] * 1000, min(whole[1:]) * 1000,
-                            sorted(whole[1:])[1] * 1000))
-    assert best < 0.050
+    os.unlink(out)
+    host.advance(15)
+    subprocess.run(argv + ['--root', host.root], check=True)
+    assert open(out).read().count('kvmlab_guest_vcpus{') == 13
+    assert 'kvmlab_collector_success 1\n' in open(out).read()
+    # the installed copy's bytecode is cached under the state directory, not next to it
+    assert list((state_dir / m.PYCACHE_NAME).rglob('kvmlab_metrics*.pyc'))
+    assert not list(lib.rglob('*.pyc'))
 
 
 @pytest.mark.parametrize('argv, problem', [
