@@ -110,7 +110,7 @@ def _names(values, what):
     return names
 
 
-def _skip(guest, reason, detail):
+def _left_alone_entry(guest, reason, detail):
     return {'name': guest['name'], 'tier': guest.get('tier'), 'state': guest.get('state'),
             'partition': guest.get('partition') or '', 'cgroup': guest.get('cgroup'), 'reason': reason,
             'detail': detail}
@@ -128,10 +128,10 @@ def plan(guests, selected=None, never_restart=(), exclude=(), method='shutdown',
     ``never_restart`` and ``exclude``: names never restarted (names that are
     not guests are returned under ``unknown`` for a warning).
 
-    Returns ``{'restart': [...], 'skipped': [...], 'unknown': [...]}``. The
+    Returns ``{'restart': [...], 'left_alone': [...], 'unknown': [...]}``. The
     restarts come in the order of ``selected``, else by name, each
     ``{'name', 'tier', 'state', 'partition', 'slice', 'cgroup', 'steps'}``.
-    Every other guest is in ``skipped`` (by name) with the first reason of
+    Every other guest is in ``left_alone`` (by name) with the first reason of
     :data:`REASONS` that holds and a detail sentence.
     """
     if method not in METHODS:
@@ -151,39 +151,39 @@ def plan(guests, selected=None, never_restart=(), exclude=(), method='shutdown',
     excluded = _names(exclude, 'exclude')
     unknown = sorted(set(name for name in never + excluded if name not in by_name))
     order = selected or sorted(by_name)
-    restart, skipped = [], []
+    restart, left_alone = [], []
     for name in sorted(by_name):
         guest = by_name[name]
         if name in excluded:
-            skipped.append(_skip(guest, 'excluded', 'excluded from the shared execution pool'))
+            left_alone.append(_left_alone_entry(guest, 'excluded', 'excluded from the shared execution pool'))
         elif selected and name not in selected:
-            skipped.append(_skip(guest, 'excluded', 'not among the guests to move'))
+            left_alone.append(_left_alone_entry(guest, 'excluded', 'not among the guests to move'))
         elif not tier_partition(guest.get('partition')):
-            skipped.append(_skip(guest, 'excluded', 'its persistent XML names no tier partition (apply has not '
+            left_alone.append(_left_alone_entry(guest, 'excluded', 'its persistent XML names no tier partition (apply has not '
                                  'placed it)'))
         elif guest.get('state') not in RUNNING_STATES:
-            skipped.append(_skip(guest, 'not_running', '%s: starts in its tier slice at its next start'
+            left_alone.append(_left_alone_entry(guest, 'not_running', '%s: starts in its tier slice at its next start'
                                  % (guest.get('state') or 'not running')))
         elif not guest.get('pending'):
-            skipped.append(_skip(guest, 'in_slice', 'already runs in its tier slice'))
+            left_alone.append(_left_alone_entry(guest, 'in_slice', 'already runs in its tier slice'))
         elif name in never:
-            skipped.append(_skip(guest, 'never_restart', 'listed as never to be restarted: stays in %s until its '
+            left_alone.append(_left_alone_entry(guest, 'never_restart', 'listed as never to be restarted: stays in %s until its '
                                  'next start' % (guest.get('cgroup') or 'its current cgroup')))
-    skipped_names = set(entry['name'] for entry in skipped)
+    left_alone_names = set(entry['name'] for entry in left_alone)
     for name in order:
-        if name in skipped_names:
+        if name in left_alone_names:
             continue
         guest = by_name[name]
         restart.append({'name': name, 'tier': guest.get('tier'), 'state': guest.get('state'),
                         'partition': guest['partition'], 'slice': partition_places(guest['partition'])['slice'],
                         'cgroup': guest.get('cgroup'),
                         'steps': steps(method, shutdown_timeout, destroy_after_timeout)})
-    return {'restart': restart, 'skipped': skipped, 'unknown': unknown}
+    return {'restart': restart, 'left_alone': left_alone, 'unknown': unknown}
 
 
 def waiting(planned, moved_names):
     """Names of the running guests still outside their tier slice: never restarted, or planned and not moved."""
-    names = [entry['name'] for entry in planned['skipped'] if entry['reason'] == 'never_restart']
+    names = [entry['name'] for entry in planned['left_alone'] if entry['reason'] == 'never_restart']
     names += [entry['name'] for entry in planned['restart'] if entry['name'] not in set(moved_names)]
     return sorted(names)
 
@@ -232,7 +232,7 @@ def report(result, check_mode=False):
             lines.append('%s: %s into %s, pid %s -> %s%s (%.1f s)' % (
                 entry['name'], verb, entry['slice'], moved['pid_before'], moved['pid_after'],
                 ', destroyed after the shutdown timeout' if moved.get('destroyed') else '', moved['seconds']))
-    for entry in result.get('skipped', []):
+    for entry in result.get('left_alone', []):
         lines.append('%s: left alone (%s): %s' % (entry['name'], entry['reason'].replace('_', ' '), entry['detail']))
     if result.get('waiting'):
         lines.append('still outside their tier slice: %s' % ', '.join(result['waiting']))

@@ -192,8 +192,10 @@ moved:
     seconds:
       description: How long its restart took.
       type: float
-skipped:
-  description: Every other guest of the connection, with why it was not restarted.
+left_alone:
+  description:
+    - Every other guest of the connection, with why it was not restarted.
+    - Not called C(skipped) - Ansible takes a module result's non-empty C(skipped) for a skipped task.
   returned: always
   type: list
   elements: dict
@@ -296,7 +298,7 @@ class Mover(object):
         self.conn = conn
         self.params = module.params
         self.moved = []
-        self.planned = {'restart': [], 'skipped': [], 'unknown': []}
+        self.planned = {'restart': [], 'left_alone': [], 'unknown': []}
 
     def describe(self, exc):
         return lc.describe(exc, self.virt)
@@ -445,7 +447,7 @@ class Mover(object):
         moved_names = [m['name'] for m in self.moved]
         output = {'changed': bool(self.moved) if not self.module.check_mode else bool(planned['restart']),
                   'method': self.params['method'], 'planned': planned['restart'], 'moved': self.moved,
-                  'skipped': planned['skipped'], 'waiting': gm.waiting(planned, moved_names)}
+                  'left_alone': planned['left_alone'], 'waiting': gm.waiting(planned, moved_names)}
         output['report'] = gm.report(output, self.module.check_mode)
         return output
 

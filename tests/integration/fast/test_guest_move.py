@@ -82,7 +82,7 @@ def test_shutdown_times_out_then_destroy_moves_it(fastvirt, partition, pending):
 
     again = ok(move(fastvirt, guests=[name], shutdown_timeout=1, destroy_after_timeout=True))
     assert again['changed'] is False and again['moved'] == [] and fastvirt.guest_pid(name) == new_pid
-    assert [(s['name'], s['reason']) for s in again['skipped']] == [(name, 'in_slice')]
+    assert [(s['name'], s['reason']) for s in again['left_alone']] == [(name, 'in_slice')]
 
 
 def test_shutdown_timeout_without_destroy_leaves_it_running(fastvirt, pending):

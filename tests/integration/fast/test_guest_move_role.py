@@ -33,6 +33,7 @@ def test_move_entry_point_check_then_move_then_nothing(fastvirt, lab, partition,
     new_pid = fastvirt.guest_pid(name)
     assert new_pid not in (None, pid) and cgroup_of(new_pid).startswith('%s.partition/' % partition)
     assert '%s: restarted into' % name in out
+    assert changed >= 1, 'a restart is a change: the recap says changed=%d' % changed
     threads = live(fastvirt, name)
     assert threads['vcpus'] == {0: '1'} and threads['emulator'] == {'0'}      # placed live by the move's apply
     assert facts['result']['guests'][0]['pending'] == []

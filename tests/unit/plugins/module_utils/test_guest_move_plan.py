@@ -79,25 +79,25 @@ def guest(name, state='running', partition='/machine/gold', cgroup=SYSTEMD_OLD, 
 
 
 def reasons(result):
-    return dict((entry['name'], entry['reason']) for entry in result['skipped'])
+    return dict((entry['name'], entry['reason']) for entry in result['left_alone'])
 
 
 def test_a_pending_running_guest_is_restarted_with_its_slice_and_steps():
     result = gm.plan([guest('vm1')])
-    assert result['skipped'] == [] and result['unknown'] == []
+    assert result['left_alone'] == [] and result['unknown'] == []
     assert result['restart'] == [{'name': 'vm1', 'tier': 'gold', 'state': 'running', 'partition': '/machine/gold',
                                   'slice': 'machine-gold.slice', 'cgroup': SYSTEMD_OLD,
                                   'steps': gm.steps('shutdown', 120, False)}]
 
 
-def test_a_guest_that_does_not_run_is_skipped():
+def test_a_guest_that_does_not_run_is_left_alone():
     result = gm.plan([guest('off', state='shut off'), guest('held', state='paused')])
     assert result['restart'] == []
     assert reasons(result) == {'off': 'not_running', 'held': 'not_running'}
-    assert result['skipped'][0]['detail'].startswith('paused')
+    assert result['left_alone'][0]['detail'].startswith('paused')
 
 
-def test_a_guest_already_in_its_slice_is_skipped():
+def test_a_guest_already_in_its_slice_is_left_alone():
     result = gm.plan([guest('moved', cgroup=SYSTEMD_GOLD)])
     assert result['restart'] == [] and reasons(result) == {'moved': 'in_slice'}
 
@@ -106,7 +106,7 @@ def test_never_restart_wins_over_pending():
     result = gm.plan([guest('db'), guest('app')], never_restart=['db'])
     assert [entry['name'] for entry in result['restart']] == ['app']
     assert reasons(result) == {'db': 'never_restart'}
-    assert SYSTEMD_OLD in result['skipped'][0]['detail']
+    assert SYSTEMD_OLD in result['left_alone'][0]['detail']
 
 
 def test_never_restart_of_a_guest_with_nothing_pending_says_the_truth():
@@ -114,7 +114,7 @@ def test_never_restart_of_a_guest_with_nothing_pending_says_the_truth():
     assert reasons(result) == {'db': 'in_slice', 'off': 'not_running'}
 
 
-def test_excluded_guests_are_skipped():
+def test_excluded_guests_are_left_alone():
     result = gm.plan([guest('scratch'), guest('app')], exclude=['scratch'])
     assert [entry['name'] for entry in result['restart']] == ['app']
     assert reasons(result) == {'scratch': 'excluded'}
@@ -124,7 +124,7 @@ def test_guests_not_selected_are_excluded_and_selection_gives_the_order():
     result = gm.plan([guest('a'), guest('b'), guest('c')], selected=['c', 'a'])
     assert [entry['name'] for entry in result['restart']] == ['c', 'a']
     assert reasons(result) == {'b': 'excluded'}
-    assert result['skipped'][0]['detail'] == 'not among the guests to move'
+    assert result['left_alone'][0]['detail'] == 'not among the guests to move'
 
 
 def test_without_selection_the_order_is_by_name():
@@ -136,7 +136,7 @@ def test_a_guest_without_tier_partition_is_excluded():
     result = gm.plan([guest('plain', partition=''), guest('default', partition='/machine')])
     assert result['restart'] == []
     assert reasons(result) == {'plain': 'excluded', 'default': 'excluded'}
-    assert 'no tier partition' in result['skipped'][0]['detail']
+    assert 'no tier partition' in result['left_alone'][0]['detail']
 
 
 def test_reasons_in_order_excluded_first():
@@ -244,7 +244,7 @@ def test_wait_for_zero_timeout_asks_once_more_and_never_sleeps():
 
 def test_report_lines():
     planned = gm.plan([guest('a'), guest('db'), guest('off', state='shut off')], never_restart=['db'])
-    checked = {'planned': planned['restart'], 'moved': [], 'skipped': planned['skipped'],
+    checked = {'planned': planned['restart'], 'moved': [], 'left_alone': planned['left_alone'],
                'waiting': gm.waiting(planned, [])}
     lines = gm.report(checked, check_mode=True)
     assert lines[0].startswith('a: would restart into machine-gold.slice (/machine/gold): shutdown (ACPI)')
@@ -255,5 +255,5 @@ def test_report_lines():
     lines = gm.report(done)
     assert lines[0] == 'a: restarted into machine-gold.slice, pid 1 -> 2, destroyed after the shutdown timeout (3.0 s)'
     assert lines[-1] == 'still outside their tier slice: db'
-    nothing = gm.report({'planned': [], 'moved': [], 'skipped': [], 'waiting': []})
+    nothing = gm.report({'planned': [], 'moved': [], 'left_alone': [], 'waiting': []})
     assert nothing == ['nothing to move: every running guest runs in its tier slice']
