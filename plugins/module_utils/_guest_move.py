@@ -110,7 +110,7 @@ def _names(values, what):
     return names
 
 
-def _left_alone_entry(guest, reason, detail):
+def _alone(guest, reason, detail):
     return {'name': guest['name'], 'tier': guest.get('tier'), 'state': guest.get('state'),
             'partition': guest.get('partition') or '', 'cgroup': guest.get('cgroup'), 'reason': reason,
             'detail': detail}
@@ -155,20 +155,20 @@ def plan(guests, selected=None, never_restart=(), exclude=(), method='shutdown',
     for name in sorted(by_name):
         guest = by_name[name]
         if name in excluded:
-            left_alone.append(_left_alone_entry(guest, 'excluded', 'excluded from the shared execution pool'))
+            left_alone.append(_alone(guest, 'excluded', 'excluded from the shared execution pool'))
         elif selected and name not in selected:
-            left_alone.append(_left_alone_entry(guest, 'excluded', 'not among the guests to move'))
+            left_alone.append(_alone(guest, 'excluded', 'not among the guests to move'))
         elif not tier_partition(guest.get('partition')):
-            left_alone.append(_left_alone_entry(guest, 'excluded', 'its persistent XML names no tier partition (apply has not '
-                                 'placed it)'))
+            left_alone.append(_alone(guest, 'excluded', 'its persistent XML names no tier partition (apply has not '
+                                     'placed it)'))
         elif guest.get('state') not in RUNNING_STATES:
-            left_alone.append(_left_alone_entry(guest, 'not_running', '%s: starts in its tier slice at its next start'
-                                 % (guest.get('state') or 'not running')))
+            left_alone.append(_alone(guest, 'not_running', '%s: starts in its tier slice at its next start'
+                                     % (guest.get('state') or 'not running')))
         elif not guest.get('pending'):
-            left_alone.append(_left_alone_entry(guest, 'in_slice', 'already runs in its tier slice'))
+            left_alone.append(_alone(guest, 'in_slice', 'already runs in its tier slice'))
         elif name in never:
-            left_alone.append(_left_alone_entry(guest, 'never_restart', 'listed as never to be restarted: stays in %s until its '
-                                 'next start' % (guest.get('cgroup') or 'its current cgroup')))
+            left_alone.append(_alone(guest, 'never_restart', 'listed as never to be restarted: stays in %s until its '
+                                     'next start' % (guest.get('cgroup') or 'its current cgroup')))
     left_alone_names = set(entry['name'] for entry in left_alone)
     for name in order:
         if name in left_alone_names:
