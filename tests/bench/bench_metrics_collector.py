@@ -2,7 +2,7 @@
 """Benchmark (not a test): the metrics collector's own CPU per run with seed 001's 13 guests (122 vCPUs).
 
 Issue 14's goal: under 50 ms of CPU per run with 13 guests. Builds a host tree
-(tests/unit/metrics_tree.py: 96 CPUs, the three tier slices, 13 guests with
+(tests/unit/metrics_tree.py seed001_host: 96 CPUs, the three tier slices, 13 guests with
 their vCPU threads, KSM, zram) and measures, after a first run that only
 records the counters:
 
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import resource
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -36,41 +35,20 @@ sys.path.insert(0, os.path.join(HERE, '..', '..', '.build', 'collections'))
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _metrics as m  # noqa: E402
 from ansible_collections.kvmlab.host_resources.tests.unit.metrics_tree import (  # noqa: E402
-    FakeHost, SEED001_GUESTS, config,
+    SEED001_GUESTS, SEED001_POOLS, config, seed001_host, service_argv,
 )
 
 GOAL = 0.050
 INTERVAL = 15
-POOLS = {'host_reserved': '0-5,24-29,48-53,72-77', 'guest_domain': '6-23,30-47,54-71,78-95'}
 
 
 def build(workdir):
-    """The 13-guest host tree and the collector's config file; returns (host, config path)."""
-    host = FakeHost(os.path.join(workdir, 'root'), cpus=96)
-    for tier in ('gold', 'silver', 'bronze'):
-        host.cgroup('/machine.slice/machine-%s.slice' % tier, usage_usec=0)
-    for name, tier, vcpus in SEED001_GUESTS:
-        host.guest(name, vcpus, tier_slice='machine-%s.slice' % tier, allowed=POOLS['guest_domain'])
-    host.cgroup('/system.slice', effective=POOLS['host_reserved'])
-    host.ksm(1, 1)
-    host.zram('zram0', 1, 1, 1)
+    """Seed 001's 13-guest host tree and the collector's config file; returns (host, config path)."""
+    host = seed001_host(os.path.join(workdir, 'root'))
     path = os.path.join(workdir, 'metrics.json')
     with open(path, 'w') as handle:
-        handle.write(json.dumps(config(pools=POOLS)))
+        handle.write(json.dumps(config(pools=SEED001_POOLS)))
     return host, path
-
-
-def service_argv(workdir, cfg, out, state):
-    """The service's ExecStart, on an installed copy of the collector."""
-    python = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
-    lib, state_dir = os.path.join(workdir, 'lib'), os.path.join(workdir, 'state')
-    os.makedirs(lib)
-    os.makedirs(state_dir)
-    installed = os.path.join(lib, m.COLLECTOR_NAME)
-    shutil.copy(m.__file__, installed)
-    unit = m.service_unit(python, installed, cfg, out, state, [state_dir], os.path.join(state_dir, m.PYCACHE_NAME))
-    line = [text for text in unit.splitlines() if text.startswith('ExecStart=')][0]
-    return shlex.split(line[len('ExecStart='):])
 
 
 def children_cpu():
@@ -97,7 +75,10 @@ def main(argv=None):
             in_process.append(time.process_time() - before)
         with open(out) as handle:
             guests = handle.read().count('kvmlab_guest_vcpus{')
-        command = service_argv(workdir, cfg, out, state) + ['--root', host.root]
+        lib, state_dir = os.path.join(workdir, 'lib'), os.path.join(workdir, 'state')
+        os.makedirs(lib)
+        os.makedirs(state_dir)
+        command = service_argv(m, lib, state_dir, cfg, out, state) + ['--root', host.root]
         whole = []
         for _ in range(args.runs + 1):
             host.advance(INTERVAL)

@@ -6,6 +6,9 @@ real files; counters are advanced by rewriting those files.
 """
 import json
 import os
+import shlex
+import shutil
+import sys
 
 
 def _write(path, text):
@@ -171,3 +174,34 @@ def config(**overrides):
             'guests': {}, 'busy_threshold_cpus': 0.1, 'policy_status_file': '/var/lib/kvmlab/policy_status.json'}
     data.update(overrides)
     return data
+
+
+# The pools of seed001_host's 96 CPUs
+SEED001_POOLS = {'host_reserved': '0-5,24-29,48-53,72-77', 'guest_domain': '6-23,30-47,54-71,78-95'}
+
+
+def seed001_host(root):
+    """Seed 001's 13 guests (122 vCPUs) on 96 CPUs, in their tier slices, with KSM and zram (SEED001_POOLS)."""
+    host = FakeHost(root, cpus=96)
+    for tier in ('gold', 'silver', 'bronze'):
+        host.cgroup('/machine.slice/machine-%s.slice' % tier, usage_usec=0)
+    for name, tier, vcpus in SEED001_GUESTS:
+        host.guest(name, vcpus, tier_slice='machine-%s.slice' % tier, allowed=SEED001_POOLS['guest_domain'])
+    host.cgroup('/system.slice', effective=SEED001_POOLS['host_reserved'])
+    host.ksm(1, 1)
+    host.zram('zram0', 1, 1, 1)
+    return host
+
+
+def service_argv(metrics, lib_dir, state_dir, cfg, out, state):
+    """The service's ExecStart (``_metrics.service_unit``) as argv, on a copy of the collector installed in ``lib_dir``.
+
+    ``metrics``: the _metrics module; the system interpreter when there is one, as on a host.
+    """
+    python = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
+    installed = os.path.join(str(lib_dir), metrics.COLLECTOR_NAME)
+    shutil.copy(metrics.__file__, installed)
+    unit = metrics.service_unit(python, installed, cfg, out, state, [str(state_dir)],
+                                os.path.join(str(state_dir), metrics.PYCACHE_NAME))
+    line = [text for text in unit.splitlines() if text.startswith('ExecStart=')][0]
+    return shlex.split(line[len('ExecStart='):])

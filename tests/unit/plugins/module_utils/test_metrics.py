@@ -2,7 +2,6 @@
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import pytest
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _metrics as m
 from ansible_collections.kvmlab.host_resources.tests.unit.metrics_tree import (
-    FakeHost, SEED001_GUESTS, config,
+    FakeHost, SEED001_POOLS, config, seed001_host, service_argv,
 )
 
 SCRIPT = m.__file__
@@ -492,16 +491,8 @@ def test_13_guests_in_process_and_as_the_service_runs_it(tmp_path):
     Its CPU per run (issue 14's goal, under 50 ms) is a benchmark, not a timed test:
     tests/bench/bench_metrics_collector.py.
     """
-    host = FakeHost(tmp_path / 'root', cpus=96)
-    for tier in ('gold', 'silver', 'bronze'):
-        host.cgroup('/machine.slice/machine-%s.slice' % tier, usage_usec=0)
-    for name, tier, vcpus in SEED001_GUESTS:
-        host.guest(name, vcpus, tier_slice='machine-%s.slice' % tier, allowed='6-23,30-47,54-71,78-95')
-    host.cgroup('/system.slice', effective='0-5,24-29,48-53,72-77')
-    host.ksm(1, 1)
-    host.zram('zram0', 1, 1, 1)
-    pools = {'host_reserved': '0-5,24-29,48-53,72-77', 'guest_domain': '6-23,30-47,54-71,78-95'}
-    cfg = _write_config(tmp_path, host, pools=pools)
+    host = seed001_host(tmp_path / 'root')
+    cfg = _write_config(tmp_path, host, pools=SEED001_POOLS)
     out = str(tmp_path / 'kvmlab.prom')
     state = str(tmp_path / 'state.json')
     assert m.run(cfg, out, state, host.root) == 0
@@ -512,14 +503,10 @@ def test_13_guests_in_process_and_as_the_service_runs_it(tmp_path):
     assert 'kvmlab_guest_vcpus{guest="ocp-infra-01",tier="silver"} 16' in text
     # as the service runs it: its ExecStart line (the system interpreter, isolated, without
     # site-packages, importing the installed copy so that its bytecode is cached)
-    python = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
     lib, state_dir = tmp_path / 'lib', tmp_path / 'state'
     lib.mkdir()
     state_dir.mkdir()
-    shutil.copy(SCRIPT, str(lib / m.COLLECTOR_NAME))
-    unit = m.service_unit(python, str(lib / m.COLLECTOR_NAME), cfg, out, state, [str(state_dir)],
-                          str(state_dir / m.PYCACHE_NAME))
-    argv = shlex.split([line for line in unit.splitlines() if line.startswith('ExecStart=')][0][len('ExecStart='):])
+    argv = service_argv(m, lib, state_dir, cfg, out, state)
     os.unlink(out)
     host.advance(15)
     subprocess.run(argv + ['--root', host.root], check=True)
