@@ -42,6 +42,8 @@ description:
     exactly what the snapshot recorded (pins, shares, live C(cpu_shares), partition, scope properties, tier
     metadata, the budget drop-ins as they were, normally absent; a scope that was unrestricted gets
     C(AllowedCPUs) reset, not a list of every CPU), then removes the snapshot.
+  - The pools are resolved (derived or validated) on the host from its own topology before anything else; a bad
+    pool fails the call before the lock is taken or anything is read from libvirt.
   - The guest's QEMU threads are read from C(/proc/<pid>/task/*/status) (pid from libvirt's pid file), its
     scope from C(/proc/<pid>/cgroup); the scopes and tier slices with one C(systemctl show).
 author:
@@ -88,9 +90,30 @@ options:
     type: dict
   pools:
     description:
-      - CPU pools with C(host_reserved), C(host_emulator) and C(guest_domain) cpulists, as the
-        P(kvmlab.host_resources.cpu_pools#filter) filter returns them.
-      - Required with O(state=present) and O(state=query).
+      - The operator's CPU pools (C(host_reserved), C(host_housekeeping), C(host_emulator) and C(guest_domain)
+        cpulists), validated against the host's topology, which the module reads itself (as
+        M(kvmlab.host_resources.cpu_topology_facts) does); empty or omitted, they are derived from the topology
+        with O(reserved_cores_per_socket) and O(housekeeping_cores_per_socket), as the
+        P(kvmlab.host_resources.cpu_pools#filter) filter does. Not used with O(state=restored).
+      - A dict; none, an empty dict or an empty string mean derive (an unset inventory variable passes through).
+    type: raw
+  reserved_cores_per_socket:
+    description:
+      - Whole cores per socket kept for the host when the pools are derived (mutually exclusive with O(pools)).
+      - A positive integer; none or an empty string mean the collection's default.
+    type: raw
+  housekeeping_cores_per_socket:
+    description: Of the reserved cores, those for host services when the pools are derived (as O(reserved_cores_per_socket)).
+    type: raw
+  guard:
+    description:
+      - The host guard for this call, with the options of M(kvmlab.host_resources.host_guard) (C(owner), C(packages),
+        C(python_modules), C(systemd), C(install_packages), C(lock), C(lock_path), C(lock_timeout), C(lock_max_hold));
+        what they leave out comes from the C(kvmlab_*) inventory variables, as for the guard.
+      - The module's action checks the prerequisites, installs the missing packages (when allowed, not in check
+        mode) and holds the host lock (re-entrant for the run, see M(kvmlab.host_resources.host_lock)) for the
+        duration of this one call, so a role entry point needs no guard task before it nor a release after it.
+      - Omitted, the module takes no lock and checks nothing beyond its own inputs.
     type: dict
   guests:
     description:
@@ -140,6 +163,14 @@ options:
         starts in its tier slice and no budget drop-in is needed.
     type: path
     default: /run/systemd/system
+  sysfs_root:
+    description: Where the topology is read (C(devices/system/cpu)), to resolve the pools.
+    type: path
+    default: /sys
+  proc_root:
+    description: Where C(meminfo) is read with the topology.
+    type: path
+    default: /proc
   snapshot_path:
     description:
       - The layer's snapshot file. O(state=present) writes it when it is absent (root only, never
@@ -166,10 +197,14 @@ seealso:
 '''
 
 EXAMPLES = r'''
-- name: Place every guest of the host in the shared execution pool
+- name: Place every guest of the host in the shared execution pool (pools derived, one reserved core per socket)
   kvmlab.host_resources.execution_pool:
     tiers: "{{ kvmlab_tiers }}"
-    pools: "{{ ansible_facts.cpu_topology | kvmlab.host_resources.cpu_pools }}"
+    reserved_cores_per_socket: 1
+    guard:
+      owner: my bootstrap
+      packages: [python3-libvirt, systemd-container]
+      python_modules: [libvirt]
     guests:
       - {name: ocp-master-01, tier: gold}
       - {name: ocp-infra-01, tier: silver, iothreads: 1}
@@ -180,7 +215,7 @@ EXAMPLES = r'''
   kvmlab.host_resources.execution_pool:
     state: query
     tiers: "{{ kvmlab_tiers }}"
-    pools: "{{ ansible_facts.cpu_topology | kvmlab.host_resources.cpu_pools }}"
+    pools: {host_reserved: 0-1, host_housekeeping: "0", host_emulator: "1", guest_domain: 2-15}
   register: pool_status
 
 - name: Roll back to the snapshot
@@ -190,6 +225,14 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+guard:
+  description:
+    - What the guard found and did (with O(guard)) - C(found) and C(missing) prerequisites, the packages dpkg has
+      (C(packages)) and lacks (C(not_installed)), the host lock (C(lock), as M(kvmlab.host_resources.host_lock)
+      returns it) and its release (C(released)); the action adds C(installed), the apt result, when it installed
+      packages first.
+  returned: with O(guard)
+  type: dict
 kind:
   description: The kind of the call, as given.
   returned: always
@@ -369,12 +412,15 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import format_cpulist
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _execution_pool as ep
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _guarded as guarded
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _libvirt as lv
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _libvirt_conn as lc
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._libvirt_conn import libvirt
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._pools import PoolError, cpu_pools
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _qemu
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _snapshot
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _systemd
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._topology import TopologyError, read_topology
 
 METADATA_ELEMENT_TYPE = 2  # VIR_DOMAIN_METADATA_ELEMENT
 LAYERS = {'placement': 'shared_execution_pool', 'weights': 'contention'}
@@ -386,7 +432,10 @@ def argument_spec():
         kind=dict(type='str', default='placement', choices=list(ep.KINDS)),
         uri=dict(type='str', default='qemu:///system'),
         tiers=dict(type='dict'),
-        pools=dict(type='dict'),
+        pools=dict(type='raw'),
+        reserved_cores_per_socket=dict(type='raw'),
+        housekeeping_cores_per_socket=dict(type='raw'),
+        guard=dict(type='dict'),
         guests=dict(type='list', elements='dict', default=[]),
         exclude=dict(type='list', elements='str', default=[]),
         default_tier=dict(type='str', default='bronze'),
@@ -395,6 +444,8 @@ def argument_spec():
         systemd=dict(type='bool', default=True),
         cgroup_root=dict(type='path', default='/sys/fs/cgroup'),
         runtime_unit_dir=dict(type='path', default=ep.BUDGET_UNIT_DIR),
+        sysfs_root=dict(type='path', default='/sys'),
+        proc_root=dict(type='path', default='/proc'),
         snapshot_path=dict(type='path'),
     )
 
@@ -1033,31 +1084,74 @@ class Pool(object):
         return item['unit']
 
 
+def resolve_pools(params):
+    """The pools from the operator's spec and the host's topology (read here); Failure naming the problem."""
+    try:
+        topology = read_topology(params['sysfs_root'], params['proc_root'])
+    except TopologyError as exc:
+        raise Failure('cannot gather CPU topology: %s' % exc)
+    try:
+        return cpu_pools(topology, params['reserved_cores_per_socket'], params['housekeeping_cores_per_socket'],
+                         params['pools'] or None)
+    except PoolError as exc:
+        raise Failure('pools: %s' % exc)
+
+
+def run(module, pool):
+    """The call itself, under the guard; (output, diffs)."""
+    lc.require(module, libvirt)
+    if module.params['state'] == 'restored':
+        pool.load_snapshot()  # a missing or broken snapshot fails before anything else
+    with lc.connection(libvirt, module.params['uri'], Failure) as conn:
+        pool.connected(conn)
+        if module.params['state'] == 'query':
+            return pool.query(), []
+        if module.params['state'] == 'present':
+            return pool.present()
+        return pool.restored()
+
+
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
-        required_if=[('state', 'present', ('tiers', 'pools')), ('state', 'query', ('tiers', 'pools')),
+        required_if=[('state', 'present', ('tiers',)), ('state', 'query', ('tiers',)),
                      ('state', 'restored', ('snapshot_path',))],
         supports_check_mode=True,
     )
-    lc.require(module, libvirt)
-    pool = Pool(module, libvirt)
-    diffs = []
+    params = module.params
+    guard = params['guard']
+    problem = guarded.check_guard(guard) if guard is not None else None
+    if problem:
+        module.fail_json(msg=problem)
     try:
-        if module.params['state'] == 'restored':
-            pool.load_snapshot()  # a missing or broken snapshot fails before anything else
-        with lc.connection(libvirt, module.params['uri'], Failure) as conn:
-            pool.connected(conn)
-            if module.params['state'] == 'query':
-                output = pool.query()
-            elif module.params['state'] == 'present':
-                output, diffs = pool.present()
-            else:
-                output, diffs = pool.restored()
+        if params['state'] != 'restored':
+            params['pools'] = resolve_pools(params)
     except Failure as exc:
         module.fail_json(msg=str(exc))
-    output['kind'] = module.params['kind']
+    entered = None
+    if guard is not None:
+        try:
+            entered = guarded.enter(guard, module.check_mode, module.warn)
+        except guarded.GuardFailed as exc:
+            module.fail_json(msg=str(exc), guard=exc.result)
+        if entered.get('not_installed'):
+            # the action installs them and calls again; nothing was read from libvirt, nothing changed
+            module.exit_json(changed=False, guard=entered, kind=params['kind'])
+    pool = Pool(module, libvirt)
+    failure = None
+    try:
+        output, diffs = run(module, pool)
+    except Failure as exc:
+        failure = str(exc)
+    finally:
+        if entered is not None:
+            entered['released'] = guarded.leave(guard, entered, module.warn)
+    if failure is not None:
+        module.fail_json(msg=failure, guard=entered)
+    output['kind'] = params['kind']
     output['host_cpus'] = format_cpulist(pool.online)
+    if entered is not None:
+        output['guard'] = entered
     if module._diff and diffs:
         output['diff'] = diffs
     module.exit_json(**output)

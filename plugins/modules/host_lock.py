@@ -286,64 +286,23 @@ watch:
 '''
 
 import os
-import sys
 import uuid
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._guarded import (
+    GuardFailed,
+    check_first,
+    not_held_warning,
+    take,
+)
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._lock import (
     MIN_TOKEN,
     LockBusy,
     LockError,
-    acquire,
-    find_run,
-    probe,
-    read_process,
     release,
     request,
 )
-from ansible_collections.kvmlab.host_resources.plugins.module_utils._prereq import (
-    check_params,
-    failure_message,
-    installed_packages,
-)
-
-
-def _watch(module):
-    given = module.params['watch_pid']
-    if given == 0:
-        return None
-    if given is not None:
-        info = read_process(given)
-        if info is None:
-            module.fail_json(msg='watch_pid %d is not a running process' % given)
-        return {'pid': info['pid'], 'comm': info['comm'], 'starttime': info['starttime'], 'kind': 'given'}
-    found = find_run(os.getppid(), read_process)
-    if found is None:
-        module.warn('no process found that represents this run (no sshd session or ansible-playbook among '
-                    'the module\'s ancestors): only max_hold (%d s) bounds the host lock' % module.params['max_hold'])
-    return found
-
-
-def _client():
-    parts = (os.environ.get('SSH_CONNECTION') or os.environ.get('SSH_CLIENT') or '').split()
-    return parts[0] if parts else None
-
-
-def _check_first(module, result):
-    """O(prerequisites) and O(installed), before the lock: fails the task when the host cannot be managed."""
-    params = module.params
-    if params['prerequisites'] is not None:
-        found, problems = check_params(params['prerequisites'], os.geteuid(), sys.executable,
-                                       os.environ.get('PATH'))
-        result.update(found=found, missing=problems)
-        if problems:
-            module.fail_json(msg=failure_message(problems), **result)
-    if params['installed']:
-        versions = installed_packages(params['installed'])
-        result['packages'] = versions
-        result['not_installed'] = (list(params['installed']) if versions is None
-                                   else [name for name in params['installed'] if versions.get(name) is None])
 
 
 def main():
@@ -377,21 +336,9 @@ def main():
                   held=False, depth=0, waited=0.0, holder=None, watch=None, would=None)
     try:
         if params['state'] == 'acquired':
-            _check_first(module, result)
-            if module.check_mode:
-                would, holder = probe(path, token)
-                result.update(would={'busy': 'wait'}.get(would, would), holder=holder,
-                              reentered=would == 'reenter')
-                if would == 'busy':
-                    module.warn('host lock %s is held by another run (holder pid %s): a real run would wait up '
-                                'to %d s' % (path, holder['pid'] if holder else 'unknown', params['timeout']))
-                module.exit_json(**result)
-            watch = _watch(module)
-            client = _client()
-            owner = params['owner'] or ('uid %d' % os.geteuid()) + (' from %s' % client if client else '')
-            done = acquire(path, token, owner, params['timeout'], params['max_hold'], watch, client)
-            result.update(done, watch=done['holder'].get('watch') if done['reentered'] else watch,
-                          would='reenter' if done['reentered'] else 'acquire')
+            check_first({'prerequisites': params['prerequisites'], 'installed': params['installed']}, result)
+            result.update(take(path, token, params['owner'], params['timeout'], params['max_hold'], module.check_mode,
+                               module.warn, params['watch_pid']))
             module.exit_json(**result)
         if module.check_mode:
             reply = request(path, 'ping', token)
@@ -404,9 +351,10 @@ def main():
         done = release(path, token)
         result.update(done, would=('release' if done['released'] else 'leave') if done['held'] else 'nothing')
         if not done['held']:
-            module.warn('host lock %s was not held by this run any more: its holder ended before the release '
-                        '(the run\'s connection closed, or max_hold passed)' % path)
+            module.warn(not_held_warning(path))
         module.exit_json(**result)
+    except GuardFailed as exc:
+        module.fail_json(msg=str(exc), **result)
     except LockBusy as exc:
         result['holder'] = exc.holder
         result['waited'] = float(params['timeout'])

@@ -200,3 +200,19 @@ def run_token(main_pid, proc_root='/proc'):
     start = process_start(main_pid, proc_root)
     digest = hashlib.sha256(('%d:%s' % (main_pid, start or 'unknown')).encode('ascii')).hexdigest()
     return 'run-%d-%s' % (main_pid, digest[:20])
+
+
+def module_guard(conf, token, owner_user, check_mode):
+    """The ``guard`` argument of a module that guards its own call (execution_pool), from the guard's settings.
+
+    host_lock's arguments without ``state`` when the lock is on, else the
+    prerequisites alone. ``installed`` (the packages whose absence stops the
+    module before it changes anything, so that the action installs them and
+    calls again) only when this run would install them: otherwise a missing
+    package is left to the prerequisites, as with the guard task.
+    """
+    conf = dict(conf, state='acquired')
+    guard = lock_args(conf, token, owner_user) or {'prerequisites': prerequisites_args(conf)}
+    guard.pop('state', None)
+    guard['installed'] = list(conf['packages']) if conf['install_packages'] and not check_mode else []
+    return guard

@@ -22,9 +22,13 @@ import pytest
 
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _execution_pool as ep
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._cpulist import format_cpulist
+from ansible_collections.kvmlab.host_resources.plugins.module_utils import _lock as lk
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._pools import cpu_pools
+from ansible_collections.kvmlab.host_resources.plugins.module_utils._topology import read_topology
 from ansible_collections.kvmlab.host_resources.plugins.module_utils import _qemu
 from ansible_collections.kvmlab.host_resources.plugins.modules import execution_pool as mod
 from ansible_collections.kvmlab.host_resources.tests.unit.module_runner import run_module
+from ansible_collections.kvmlab.host_resources.tests.unit.sysfs_builder import layout, write_tree
 from ansible_collections.kvmlab.host_resources.tests.unit.plugins.modules.test_libvirt_pin import (
     FakeDomain,
     FakeLibvirt,
@@ -37,7 +41,7 @@ TIERS = {'gold': {'slice': 'machine-gold.slice', 'partition': '/machine/gold', '
                     'shares': 333},
          'bronze': {'slice': 'machine-bronze.slice', 'partition': '/machine/bronze', 'cpu_weight': 167,
                     'shares': 167}}
-POOLS = {'host_reserved': '0', 'host_emulator': '1', 'guest_domain': '2-3'}
+POOLS = {'host_reserved': '0-1', 'host_housekeeping': '0', 'host_emulator': '1', 'guest_domain': '2-3'}
 
 
 class Domain(FakeDomain):
@@ -223,12 +227,15 @@ def host(tmp_path, monkeypatch):
     monkeypatch.setattr(mod.AnsibleModule, 'get_bin_path',
                         lambda module, name, required=False, **kw: SYSTEMCTL if name == 'systemctl' else None)
     fake.snapshot = os.path.join(fake.root, 'snapshots', 'pool.json')
+    # the host's topology, which the module reads to validate the pools: 4 CPUs, one per core
+    fake.sysfs, fake.proc = write_tree(str(tmp_path / 'topology'), layout(sockets=1, cores=4, threads=1),
+                                       smt_control='notsupported')
     return fake
 
 
 def run(host, state='present', check=False, diff=False, **args):
     params = {'state': state, 'cgroup_root': host.cgroup, 'runtime_unit_dir': host.run_dir,
-              'pid_dir': os.path.join(host.root, 'pids')}
+              'pid_dir': os.path.join(host.root, 'pids'), 'sysfs_root': host.sysfs, 'proc_root': host.proc}
     if state != 'restored':
         params.update(tiers=TIERS, pools=POOLS)
     params.update(args)
@@ -373,7 +380,8 @@ def test_a_foreign_file_at_the_drop_in_path_fails_naming_it(host):
     with open(path, 'w') as handle:
         handle.write('[Slice]\nCPUWeight=7\n')
     params = {'state': 'present', 'cgroup_root': host.cgroup, 'runtime_unit_dir': host.run_dir, 'tiers': TIERS,
-              'pools': POOLS, 'guests': [{'name': 'g0', 'tier': 'gold'}, {'name': 'g1', 'tier': 'gold'}]}
+              'pools': POOLS, 'guests': [{'name': 'g0', 'tier': 'gold'}, {'name': 'g1', 'tier': 'gold'}],
+              'sysfs_root': host.sysfs, 'proc_root': host.proc}
     result = run_module(mod.main, params)
     assert result['failed'] and path in result['msg'] and 'not written by execution_pool' in result['msg']
     assert host.changing() == [] and host.lib.writes == []
@@ -486,3 +494,69 @@ def test_a_running_guest_without_a_scope_keeps_the_tier_weight(host, monkeypatch
     result = run(host, guests=inventory)
     assert result['budget']['tiers']['gold']['nodes'] == {host.scope_of['g0']: 512}
     assert host.lib.domains['g1'].live['shares'] == 512 and weights(host, 'g0') == [512]
+
+
+def test_the_pools_are_derived_from_the_hosts_own_topology_when_none_are_given(host):
+    host.guest('g0', 'gold')
+    result = run(host, guests=[{'name': 'g0', 'tier': 'gold'}], pools=None, reserved_cores_per_socket=1)
+    want = cpu_pools(read_topology(host.sysfs, host.proc), 1, None, None)
+    assert result['pools'] == dict((key, want[key]) for key in result['pools']) and len(result['pools']) == 4
+    assert want['guest_domain'] == '1-3'
+    assert host.lib.domains['g0'].live['vcpu_pins'][0] == frozenset([1, 2, 3])
+    # '' (an unset inventory variable) means derive, with the collection's default reserve
+    default = cpu_pools(read_topology(host.sysfs, host.proc))
+    assert run(host, state='query', pools='', reserved_cores_per_socket='')['pools'] == dict(
+        (key, default[key]) for key in ('host_reserved', 'host_housekeeping', 'host_emulator', 'guest_domain'))
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'pools': dict(POOLS, guest_domain='2-5')}, 'pools: pools.guest_domain names CPU(s) 4-5 that are not online'),
+    ({'pools': dict(POOLS, guest_domain='')}, 'pools: pools.guest_domain is empty: guests would have no CPU'),
+    ({'pools': POOLS, 'reserved_cores_per_socket': 1}, 'pools: pools (given masks) and reserved_cores_per_socket'),
+    ({'pools': None, 'reserved_cores_per_socket': 4}, 'pools: reserved_cores_per_socket (4) leaves no guest core'),
+])
+def test_bad_pools_fail_before_anything_is_read_or_changed(host, tmp_path, args, message):
+    host.guest('g0', 'gold')
+    lock = str(tmp_path / 'pool.lock')
+    params = dict({'cgroup_root': host.cgroup, 'runtime_unit_dir': host.run_dir, 'tiers': TIERS,
+                   'sysfs_root': host.sysfs, 'proc_root': host.proc, 'snapshot_path': host.snapshot,
+                   'guard': {'prerequisites': None, 'installed': [], 'path': lock, 'token': 'unit-pool-token-0123456'}},
+                  **args)
+    host.calls = []
+    result = run_module(mod.main, params)
+    assert result['failed'] and result['msg'].startswith(message), result['msg']
+    assert host.calls == [] and host.lib.writes == [] and not os.path.exists(host.snapshot)
+    assert not os.path.exists(lock)  # not even the lock was taken
+
+
+def test_the_guard_holds_the_host_lock_for_the_call_only(host, tmp_path):
+    host.guest('g0', 'gold')
+    lock = str(tmp_path / 'pool.lock')
+    token = 'unit-pool-token-0123456'
+    guard = {'prerequisites': {'systemd': False, 'cgroup2': False, 'root_user': False, 'python_modules': ['json']},
+             'installed': [], 'path': lock, 'token': token, 'owner': 'unit: pool', 'timeout': 0, 'max_hold': 60}
+    result = run(host, guests=[{'name': 'g0', 'tier': 'gold'}], guard=guard)
+    taken = result['guard']['lock']
+    assert result['changed'] is True and taken['acquired'] is True and taken['holder']['owner'] == 'unit: pool'
+    assert result['guard']['released']['released'] is True
+    assert lk.read_holder(lock) is None and not lk.alive(taken['holder']['pid'], taken['holder']['starttime'])
+    # another run holding the lock: the call waits (timeout 0 here), fails naming the holder, changes nothing
+    other = lk.acquire(lock, 'another-run-token-0123456', 'ops: site.yml', 5, 60, None)
+    try:
+        host.calls = []
+        params = {'cgroup_root': host.cgroup, 'runtime_unit_dir': host.run_dir, 'tiers': TIERS, 'pools': POOLS,
+                  'sysfs_root': host.sysfs, 'proc_root': host.proc, 'guard': guard,
+                  'guests': [{'name': 'g0', 'tier': 'silver'}]}
+        writes = len(host.lib.writes)
+        busy = run_module(mod.main, params)
+        assert busy['failed'] and 'pid %d' % other['holder']['pid'] in busy['msg']
+        assert host.changing() == [] and len(host.lib.writes) == writes
+    finally:
+        lk.release(lock, 'another-run-token-0123456')
+    # packages this run installs and dpkg lacks: the module stops before libvirt, for the action to install them
+    host.calls = []
+    stopped = run(host, guests=[{'name': 'g0', 'tier': 'silver'}],
+                  guard=dict(guard, installed=['kvmlab-surely-not-a-package']))
+    assert stopped['changed'] is False and stopped['guard']['not_installed'] == ['kvmlab-surely-not-a-package']
+    assert 'guests' not in stopped and host.changing() == []
+    assert lk.read_holder(lock) is None

@@ -117,3 +117,22 @@ def test_controller_user(monkeypatch):
     monkeypatch.delenv('USER')
     monkeypatch.delenv('LOGNAME', raising=False)
     assert guard.controller_user()
+
+
+def test_module_guard_is_the_lock_call_without_state_and_stops_only_for_packages_this_run_installs():
+    conf = guard.settings({'owner': 'shared_execution_pool present placement', 'packages': ['python3-libvirt'],
+                           'python_modules': ['libvirt'], 'systemd': False}, {'kvmlab_host_lock_timeout': 9})
+    made = guard.module_guard(conf, 'run-1-' + 'a' * 20, 'ops', check_mode=False)
+    assert set(made) == {'path', 'token', 'owner', 'timeout', 'max_hold', 'prerequisites', 'installed'}
+    assert made['owner'] == 'ops: shared_execution_pool present placement' and made['timeout'] == 9
+    assert made['installed'] == ['python3-libvirt']
+    # the install step brings libvirt: not required before it (as for the guard task)
+    assert made['prerequisites']['python_modules'] == []
+    # check mode installs nothing, so nothing stops the module for a package
+    assert guard.module_guard(conf, 'run-1-' + 'a' * 20, 'ops', check_mode=True)['installed'] == []
+    # installs off: the missing package is the prerequisites' to report (libvirt required)
+    off = guard.module_guard(dict(conf, install_packages=False), 'run-1-' + 'a' * 20, 'ops', check_mode=False)
+    assert off['installed'] == [] and off['prerequisites']['python_modules'] == ['libvirt']
+    # the lock off: the prerequisites (and the packages) only
+    unlocked = guard.module_guard(dict(conf, lock=False), 'run-1-' + 'a' * 20, 'ops', check_mode=False)
+    assert set(unlocked) == {'prerequisites', 'installed'} and unlocked['installed'] == ['python3-libvirt']
