@@ -37,7 +37,12 @@ foundation() {
             fi
         done
     done
-    echo "snapshots $(ls /var/lib/kvmlab/snapshots 2>/dev/null | paste -sd, - || true)"
+    # whether the directory exists, not only what it lists: an empty one left behind is a difference
+    if [ -d /var/lib/kvmlab/snapshots ]; then
+        echo "snapshots dir $(stat -c '%a %U' /var/lib/kvmlab/snapshots): $(ls -A /var/lib/kvmlab/snapshots | paste -sd, -)"
+    else
+        echo "snapshots: no directory"
+    fi
 }
 
 # one name=value per line (the memory scenario's verifier parses them)

@@ -5,7 +5,10 @@ Under ``ansible-test units`` the collection already sits at
 ``make collection-link`` symlink under ``.build/collections`` provides it.
 """
 import os
+import signal
 import sys
+
+import pytest
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(os.path.dirname(_HERE))
@@ -16,3 +19,15 @@ try:
 except ImportError:
     if os.path.isdir(_LINKED):
         sys.path.insert(0, _LINKED)
+
+
+@pytest.fixture
+def lock_path(tmp_path):
+    """A host lock file under tmp_path; a holder a test left behind is stopped by its pid afterwards."""
+    from ansible_collections.kvmlab.host_resources.plugins.module_utils import _lock  # after the path is set up
+    path = str(tmp_path / 'host.lock')
+    yield path
+    record = _lock.read_holder(path)
+    if record:
+        os.kill(record['pid'], signal.SIGTERM)
+        _lock.wait_gone(record['pid'], record['starttime'])

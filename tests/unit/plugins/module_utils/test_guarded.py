@@ -12,13 +12,8 @@ MET = {'systemd': False, 'cgroup2': False, 'root_user': False, 'python_modules':
 
 
 @pytest.fixture
-def path(tmp_path):
-    lock = str(tmp_path / 'guard.lock')
-    yield lock
-    record = lk.read_holder(lock)
-    if record:
-        os.kill(record['pid'], signal.SIGTERM)
-        lk.wait_gone(record['pid'], record['starttime'])
+def path(lock_path):
+    return lock_path  # tests/unit/conftest.py: a holder left behind is stopped afterwards
 
 
 def guard(path, **extra):

@@ -150,16 +150,6 @@ def test_socket_name_is_abstract_and_per_path():
 
 # -- a real holder ------------------------------------------------------------
 
-@pytest.fixture
-def lock_path(tmp_path):
-    path = str(tmp_path / 'test.lock')
-    yield path
-    record = lk.read_holder(path)
-    if record:
-        os.kill(record['pid'], signal.SIGTERM)
-        lk.wait_gone(record['pid'], record['starttime'])
-
-
 def me():
     info = lk.read_process(os.getpid())
     return {'pid': info['pid'], 'comm': info['comm'], 'starttime': info['starttime'], 'kind': 'given'}

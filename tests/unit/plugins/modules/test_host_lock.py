@@ -1,6 +1,5 @@
 """host_lock as a module, in-process: argument checks, check mode, acquire / re-enter / release."""
 import os
-import signal
 
 import pytest
 
@@ -12,13 +11,8 @@ TOKEN = 'unit-test-token-0123456789'
 
 
 @pytest.fixture
-def path(tmp_path):
-    lock = str(tmp_path / 'module.lock')
-    yield lock
-    record = lk.read_holder(lock)
-    if record:
-        os.kill(record['pid'], signal.SIGTERM)
-        lk.wait_gone(record['pid'], record['starttime'])
+def path(lock_path):
+    return lock_path  # tests/unit/conftest.py: a holder left behind is stopped afterwards
 
 
 def warnings(result, capsys=None):
