@@ -7,7 +7,7 @@
 # Names that change at every guest start (domain ids in scope names) are not
 # printed, so a fingerprint taken before a reboot compares with one after.
 #
-#   fingerprint.sh [all|foundation|memory|guests]
+#   fingerprint.sh [all|foundation|memory|guests|pids]
 #   sh -s memory < fingerprint.sh      (how the verifiers run it)
 set -eu
 part=${1:-all}
@@ -96,10 +96,20 @@ guests() {
     done
 }
 
+# every running guest's QEMU pid, from libvirt's pid files: a new pid is a restart
+pids() {
+    for f in /run/libvirt/qemu/*.pid; do
+        [ -e "$f" ] || continue
+        name=${f##*/}
+        echo "${name%.pid} $(cat "$f")"
+    done
+}
+
 case $part in
     all) foundation; memory; guests ;;
     foundation) foundation ;;
     memory) memory ;;
     guests) guests ;;
-    *) echo "usage: $0 [all|foundation|memory|guests]" >&2; exit 2 ;;
+    pids) pids ;;
+    *) echo "usage: $0 [all|foundation|memory|guests|pids]" >&2; exit 2 ;;
 esac
