@@ -44,24 +44,11 @@ class ActionModule(ActionBase):
                 return result
             args['guard'] = guard.module_guard(conf, guard.run_token(os.getppid()), guard.controller_user(),
                                                self._task.check_mode)
-        out = self._call(MODULE, args, task_vars)
-        missing = (out.get('guard') or {}).get('not_installed') if conf is not None else None
-        if missing and not out.get('failed'):
-            install = guard.install_args(conf, self._task.check_mode, missing)
-            installed = self._call('ansible.builtin.apt', install, task_vars)
-            if installed.get('failed'):
-                result.update(failed=True, changed=False, msg='cannot install %s: %s'
-                              % (', '.join(install['name']), installed.get('msg', 'package failed')))
-                self._remove_tmp_path(self._connection._shell.tmpdir)
-                return result
+        if conf is None:
             out = self._call(MODULE, args, task_vars)
-            still = (out.get('guard') or {}).get('not_installed')
-            if still and not out.get('failed'):
-                out.update(failed=True, msg='apt installed nothing of %s: dpkg still lacks %s'
-                           % (', '.join(install['name']), ', '.join(still)))
-            if isinstance(out.get('guard'), dict):
-                out['guard']['installed'] = installed
-            out['changed'] = bool(out.get('changed')) or bool(installed.get('changed'))
+        else:
+            out = guard.run_guarded(lambda name, margs: self._call(name, margs, task_vars), MODULE, args, conf,
+                                    self._task.check_mode)
         result.update(out)
         self._remove_tmp_path(self._connection._shell.tmpdir)
         return result

@@ -216,3 +216,35 @@ def module_guard(conf, token, owner_user, check_mode):
     guard.pop('state', None)
     guard['installed'] = list(conf['packages']) if conf['install_packages'] and not check_mode else []
     return guard
+
+
+def run_guarded(call, module, args, conf, check_mode):
+    """Call ``module`` with ``args`` (its ``guard`` resolved); install what it stopped for, then call it again.
+
+    ``call(name, args)`` executes a module on the host and returns its
+    result. The module stops before it changes anything when this run's
+    packages are missing (RV(guard.not_installed)); apt installs them and the
+    module runs once more. Returns the module's result (failed, with a
+    message naming the packages, when apt fails or leaves them missing).
+    """
+    out = call(module, args)
+    missing = (out.get('guard') or {}).get('not_installed')
+    if not missing or out.get('failed'):
+        return out
+    install = install_args(conf, check_mode, missing)
+    if install is None:  # not this run's to install: the module would not have stopped
+        return dict(out, failed=True, msg='%s stopped for packages it may not install: %s'
+                    % (module, ', '.join(missing)))
+    installed = call('ansible.builtin.apt', install)
+    if installed.get('failed'):
+        return {'failed': True, 'changed': False, 'packages': installed,
+                'msg': 'cannot install %s: %s' % (', '.join(install['name']), installed.get('msg', 'package failed'))}
+    out = call(module, args)
+    still = (out.get('guard') or {}).get('not_installed')
+    if still and not out.get('failed'):
+        out = dict(out, failed=True, msg='apt installed nothing of %s: dpkg still lacks %s'
+                   % (', '.join(install['name']), ', '.join(still)))
+    if isinstance(out.get('guard'), dict):
+        out['guard']['installed'] = installed
+    out['changed'] = bool(out.get('changed')) or bool(installed.get('changed'))
+    return out

@@ -136,3 +136,69 @@ def test_module_guard_is_the_lock_call_without_state_and_stops_only_for_packages
     # the lock off: the prerequisites (and the packages) only
     unlocked = guard.module_guard(dict(conf, lock=False), 'run-1-' + 'a' * 20, 'ops', check_mode=False)
     assert set(unlocked) == {'prerequisites', 'installed'} and unlocked['installed'] == ['python3-libvirt']
+
+
+class Host(object):
+    """The module calls of one run_guarded, answered in order; dpkg lacks ``missing`` until apt installs it."""
+
+    def __init__(self, missing, apt=None, installs=True):
+        self.missing = list(missing)
+        self.apt = apt or {'changed': True}
+        self.installs = installs
+        self.calls = []
+
+    def __call__(self, name, args):
+        self.calls.append((name, args))
+        if name == 'ansible.builtin.apt':
+            if self.installs and not self.apt.get('failed'):
+                self.missing = []
+            return dict(self.apt)
+        if self.missing:
+            return {'changed': False, 'guard': {'not_installed': list(self.missing)}}
+        return {'changed': True, 'guard': {'not_installed': []}, 'guests': ['g0']}
+
+
+CONF = guard.settings({'packages': ['python3-libvirt', 'systemd-container']}, {})
+ARGS = {'state': 'present', 'guard': {'installed': ['python3-libvirt', 'systemd-container']}}
+
+
+def test_run_guarded_calls_once_when_nothing_is_missing():
+    host = Host([])
+    out = guard.run_guarded(host, 'ns.c.execution_pool', ARGS, CONF, False)
+    assert [name for name, _args in host.calls] == ['ns.c.execution_pool'] and out['guests'] == ['g0']
+
+
+def test_run_guarded_installs_what_dpkg_lacks_then_calls_again():
+    host = Host(['systemd-container'])
+    out = guard.run_guarded(host, 'ns.c.execution_pool', ARGS, CONF, False)
+    assert [name for name, _args in host.calls] == ['ns.c.execution_pool', 'ansible.builtin.apt', 'ns.c.execution_pool']
+    assert host.calls[1][1] == {'name': ['systemd-container'], 'state': 'present'}
+    assert out['changed'] is True and out['guests'] == ['g0'] and out['guard']['installed'] == {'changed': True}
+
+
+def test_run_guarded_fails_naming_the_packages_when_apt_fails_and_calls_no_more():
+    host = Host(['python3-libvirt'], apt={'failed': True, 'msg': 'no network'})
+    out = guard.run_guarded(host, 'ns.c.execution_pool', ARGS, CONF, False)
+    assert out['failed'] is True and out['msg'] == 'cannot install python3-libvirt: no network'
+    assert [name for name, _args in host.calls] == ['ns.c.execution_pool', 'ansible.builtin.apt']
+
+
+def test_run_guarded_fails_when_apt_leaves_the_package_missing():
+    host = Host(['python3-libvirt'], apt={'changed': False}, installs=False)
+    out = guard.run_guarded(host, 'ns.c.execution_pool', ARGS, CONF, False)
+    assert out['failed'] is True
+    assert out['msg'] == 'apt installed nothing of python3-libvirt: dpkg still lacks python3-libvirt'
+
+
+def test_run_guarded_never_installs_in_check_mode_or_when_installs_are_off():
+    for conf, check_mode in ((CONF, True), (dict(CONF, install_packages=False), False)):
+        host = Host(['python3-libvirt'])
+        out = guard.run_guarded(host, 'ns.c.execution_pool', ARGS, conf, check_mode)
+        assert out['failed'] is True and 'may not install: python3-libvirt' in out['msg']
+        assert [name for name, _args in host.calls] == ['ns.c.execution_pool']
+
+
+def test_a_failed_module_is_returned_as_it_is():
+    def call(name, args):
+        return {'failed': True, 'msg': 'pools: pools.guest_domain is empty', 'guard': {'not_installed': ['x']}}
+    assert guard.run_guarded(call, 'm', ARGS, CONF, False)['msg'] == 'pools: pools.guest_domain is empty'
