@@ -113,6 +113,7 @@ options:
       - The module's action checks the prerequisites, installs the missing packages (when allowed, not in check
         mode) and holds the host lock (re-entrant for the run, see M(kvmlab.host_resources.host_lock)) for the
         duration of this one call, so a role entry point needs no guard task before it nor a release after it.
+      - In check mode no lock is taken and nothing is installed; a lock another run holds is named in a warning.
       - Omitted, the module takes no lock and checks nothing beyond its own inputs.
     type: dict
   guests:
