@@ -68,11 +68,11 @@ class ActionModule(ActionBase):
         elif self._acquire(conf, lock, task_vars, result):
             install = guard.install_args(conf, self._task.check_mode, result.get('not_installed'))
             if install is not None:
-                installed = self._call('ansible.builtin.apt', install, task_vars)
+                installed, failure = guard.install_packages(
+                    lambda name, args: self._call(name, args, task_vars), install)
                 result['packages'] = installed
-                if installed.get('failed'):
-                    result.update(failed=True, msg='cannot install %s: %s'
-                                  % (', '.join(install['name']), installed.get('msg', 'package failed')))
+                if failure:
+                    result.update(failed=True, msg=failure)
                     self._release_after_failure(lock, task_vars)
                     return result
                 result['changed'] = bool(installed.get('changed'))

@@ -13,7 +13,8 @@ for the duration of the call.
 
 ``guard`` is the dict ``module_guard`` builds: ``prerequisites`` and
 ``installed`` always; ``path``, ``token``, ``owner``, ``timeout`` and
-``max_hold`` when the lock is on.
+``max_hold`` when the lock is on (checked by :func:`check_guard` with the
+same rules as host_lock's arguments, :func:`lock_problem`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,20 @@ class GuardFailed(Exception):
         self.result = result
 
 
+def lock_problem(path, token, timeout, max_hold, token_name='token'):
+    """What is wrong with the lock's settings (host_lock's arguments, a guard's lock keys), or None."""
+    token = token or ''
+    if len(token) < MIN_TOKEN:
+        return '%s must have at least %d characters (got %d)' % (token_name, MIN_TOKEN, len(token))
+    if timeout < 0:
+        return 'timeout must be 0 or more seconds (got %d)' % timeout
+    if max_hold < 1:
+        return 'max_hold must be 1 or more seconds (got %d)' % max_hold
+    if not os.path.isdir(os.path.dirname(path) or '.'):
+        return 'directory of the lock file %s does not exist' % path
+    return None
+
+
 def check_guard(guard):
     """A clear message for a malformed ``guard`` dict, or None (it is built by the action, never by hand)."""
     if not isinstance(guard, dict):
@@ -56,11 +71,10 @@ def check_guard(guard):
     if unknown:
         return 'guard has unknown key(s) %s' % ', '.join(unknown)
     if guard.get('path'):
-        token = guard.get('token') or ''
-        if len(token) < MIN_TOKEN:
-            return 'guard token must have at least %d characters (got %d)' % (MIN_TOKEN, len(token))
-        if not os.path.isdir(os.path.dirname(guard['path']) or '.'):
-            return 'directory of the lock file %s does not exist' % guard['path']
+        absent = [key for key in ('timeout', 'max_hold') if not isinstance(guard.get(key), int)]
+        if absent:
+            return 'guard with a lock path lacks %s (whole seconds)' % ', '.join(absent)
+        return lock_problem(guard['path'], guard.get('token'), guard['timeout'], guard['max_hold'], 'guard token')
     return None
 
 
@@ -139,10 +153,10 @@ def enter(guard, check_mode, warn):
     if result.get('not_installed') or not guard.get('path'):
         return result
     try:
-        result['lock'] = take(guard['path'], guard['token'], guard.get('owner'), guard.get('timeout', 300),
-                              guard.get('max_hold', 3600), check_mode, warn)
+        result['lock'] = take(guard['path'], guard['token'], guard.get('owner'), guard['timeout'], guard['max_hold'],
+                              check_mode, warn)
     except LockBusy as exc:
-        result['lock'] = {'holder': exc.holder, 'waited': float(guard.get('timeout', 300))}
+        result['lock'] = {'holder': exc.holder, 'waited': float(guard['timeout'])}
         raise GuardFailed(str(exc), result)
     except LockError as exc:
         raise GuardFailed(str(exc), result)

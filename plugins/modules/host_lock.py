@@ -285,7 +285,6 @@ watch:
   sample: {pid: 48102, comm: sshd, starttime: 9911002, kind: ssh}
 '''
 
-import os
 import uuid
 
 from ansible.module_utils.basic import AnsibleModule
@@ -293,11 +292,11 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._guarded import (
     GuardFailed,
     check_first,
+    lock_problem,
     not_held_warning,
     take,
 )
 from ansible_collections.kvmlab.host_resources.plugins.module_utils._lock import (
-    MIN_TOKEN,
     LockBusy,
     LockError,
     release,
@@ -324,14 +323,9 @@ def main():
     params = module.params
     path = params['path']
     token = params['token'] or uuid.uuid4().hex
-    if len(token) < MIN_TOKEN:
-        module.fail_json(msg='token must have at least %d characters (got %d)' % (MIN_TOKEN, len(token)))
-    if params['timeout'] < 0:
-        module.fail_json(msg='timeout must be 0 or more seconds (got %d)' % params['timeout'])
-    if params['max_hold'] < 1:
-        module.fail_json(msg='max_hold must be 1 or more seconds (got %d)' % params['max_hold'])
-    if not os.path.isdir(os.path.dirname(path) or '.'):
-        module.fail_json(msg='directory of the lock file %s does not exist' % path)
+    problem = lock_problem(path, token, params['timeout'], params['max_hold'])
+    if problem:
+        module.fail_json(msg=problem)
     result = dict(changed=False, token=token, lock_file=path, acquired=False, reentered=False, released=False,
                   held=False, depth=0, waited=0.0, holder=None, watch=None, would=None)
     try:

@@ -202,6 +202,14 @@ def run_token(main_pid, proc_root='/proc'):
     return 'run-%d-%s' % (main_pid, digest[:20])
 
 
+def install_packages(call, install):
+    """apt with ``install`` (install_args' call) through ``call(name, args)``; (apt's result, failure message or None)."""
+    installed = call('ansible.builtin.apt', install)
+    if installed.get('failed'):
+        return installed, 'cannot install %s: %s' % (', '.join(install['name']), installed.get('msg', 'package failed'))
+    return installed, None
+
+
 def module_guard(conf, token, owner_user, check_mode):
     """The ``guard`` argument of a module that guards its own call (execution_pool), from the guard's settings.
 
@@ -235,10 +243,9 @@ def run_guarded(call, module, args, conf, check_mode):
     if install is None:  # not this run's to install: the module would not have stopped
         return dict(out, failed=True, msg='%s stopped for packages it may not install: %s'
                     % (module, ', '.join(missing)))
-    installed = call('ansible.builtin.apt', install)
-    if installed.get('failed'):
-        return {'failed': True, 'changed': False, 'packages': installed,
-                'msg': 'cannot install %s: %s' % (', '.join(install['name']), installed.get('msg', 'package failed'))}
+    installed, failure = install_packages(call, install)
+    if failure:
+        return {'failed': True, 'changed': False, 'packages': installed, 'msg': failure}
     out = call(module, args)
     still = (out.get('guard') or {}).get('not_installed')
     if still and not out.get('failed'):

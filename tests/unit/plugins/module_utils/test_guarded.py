@@ -28,6 +28,11 @@ def test_check_guard_names_each_problem(path):
     assert gd.check_guard(dict(guard(path), state='acquired')) == 'guard has unknown key(s) state'
     assert gd.check_guard(guard(path, token='short')) == 'guard token must have at least 16 characters (got 5)'
     assert gd.check_guard(guard('/nonexistent-dir/x.lock')) == 'directory of the lock file /nonexistent-dir/x.lock does not exist'
+    assert gd.check_guard(guard(path, timeout=-1)) == 'timeout must be 0 or more seconds (got -1)'
+    assert gd.check_guard(guard(path, max_hold=0)) == 'max_hold must be 1 or more seconds (got 0)'
+    no_times = dict(guard(path))
+    del no_times['timeout'], no_times['max_hold']
+    assert gd.check_guard(no_times) == 'guard with a lock path lacks timeout, max_hold (whole seconds)'
 
 
 def test_a_host_that_cannot_be_managed_fails_before_the_lock(path):

@@ -520,7 +520,8 @@ def test_bad_pools_fail_before_anything_is_read_or_changed(host, tmp_path, args,
     lock = str(tmp_path / 'pool.lock')
     params = dict({'cgroup_root': host.cgroup, 'runtime_unit_dir': host.run_dir, 'tiers': TIERS,
                    'sysfs_root': host.sysfs, 'proc_root': host.proc, 'snapshot_path': host.snapshot,
-                   'guard': {'prerequisites': None, 'installed': [], 'path': lock, 'token': 'unit-pool-token-0123456'}},
+                   'guard': {'prerequisites': None, 'installed': [], 'path': lock, 'token': 'unit-pool-token-0123456',
+                             'timeout': 0, 'max_hold': 60}},
                   **args)
     host.calls = []
     result = run_module(mod.main, params)

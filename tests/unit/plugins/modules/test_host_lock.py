@@ -31,6 +31,8 @@ def test_short_token_and_missing_token_fail(path):
     assert call(path=path, token='short')['msg'] == 'token must have at least 16 characters (got 5)'
     assert 'token' in call(path=path, state='released')['msg']
     assert 'does not exist' in call(path='/nonexistent-dir/x.lock')['msg']
+    assert call(path=path, token=TOKEN, timeout=-1)['msg'] == 'timeout must be 0 or more seconds (got -1)'
+    assert call(path=path, token=TOKEN, max_hold=0)['msg'] == 'max_hold must be 1 or more seconds (got 0)'
 
 
 def test_check_mode_takes_nothing(path):
